@@ -1,0 +1,5 @@
+"""Entry point for `python -m messenger`."""
+
+from messenger.cli import main
+
+raise SystemExit(main())

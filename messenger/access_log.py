@@ -1,0 +1,72 @@
+"""One log line per request, an `X-Request-Id` on every response, and the last-resort 500."""
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from messenger.errors import INTERNAL_ERROR, error_response
+
+logger = logging.getLogger("messenger.access")
+
+# A request id from a client or proxy is kept only if it is short and harmless to log.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class AccessLogMiddleware:
+    """Outermost application middleware.
+
+    Unexpected exceptions stop here: the traceback is logged once with the request id and the
+    client gets a JSON 500 that names only that id.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-Id", request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled error", extra={"request_id": request_id})
+            if response_started:
+                raise
+            response = error_response(500, INTERNAL_ERROR.format(request_id=request_id))
+            await response(scope, receive, send_with_id)
+        finally:
+            duration_ms = (time.perf_counter() - started) * 1000
+            logger.info(
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                duration_ms,
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(duration_ms, 2),
+                },
+            )

@@ -1,0 +1,61 @@
+"""The ASGI application: routes, middleware, error handlers, and the lifespan owning connections."""
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from messenger import db, handlers
+from messenger.access_log import AccessLogMiddleware
+from messenger.body_limit import BodyLimitMiddleware
+from messenger.errors import EXCEPTION_HANDLERS
+from messenger.services import Services
+from messenger.settings import Settings
+
+logger = logging.getLogger("messenger")
+
+ROUTES = [
+    Route("/health", handlers.health, methods=["GET"], name="health"),
+    Route("/conversations", handlers.create_conversation, methods=["POST"]),
+    Route("/conversations", handlers.list_conversations, methods=["GET"]),
+    Route("/conversations/{conversation_id}/messages", handlers.send_message, methods=["POST"]),
+    Route("/conversations/{conversation_id}/messages", handlers.list_messages, methods=["GET"]),
+    Route(
+        "/conversations/{conversation_id}/view_horizon",
+        handlers.set_view_horizon,
+        methods=["POST"],
+    ),
+]
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        pool = await db.create_pool(settings)
+        try:
+            await db.check_reachable(pool, settings)
+            yield {"services": Services(settings=settings, pool=pool)}
+        finally:
+            await pool.close()
+
+    middleware = [
+        Middleware(AccessLogMiddleware),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=["*"],
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-Id", "Link"],
+        ),
+        Middleware(BodyLimitMiddleware, max_body_size=settings.json_body_limit),
+    ]
+    return Starlette(
+        routes=ROUTES,
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,98 @@
+"""Command line: `python -m messenger serve | migrate | seed`, one image for every role."""
+
+import argparse
+import logging
+import sys
+
+from messenger import __version__
+from messenger.jobs import JobFailed
+from messenger.logs import configure_logging
+from messenger.settings import Settings, load_settings
+
+DESCRIPTION = """\
+messenger: conversations between two users and their messages.
+
+Without a command, MESSENGER_ROLE picks one: `serve` (the default) or `migrator`, which runs
+`migrate` and exits. Configuration comes from the environment; see the README's table.
+"""
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from messenger.app import create_app
+
+    config = uvicorn.Config(
+        lambda: create_app(settings),
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        timeout_keep_alive=settings.keep_alive_timeout,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def migrate(settings: Settings) -> int:
+    from messenger import jobs
+
+    logging.getLogger("alembic").setLevel(logging.INFO)
+    print(f"migrate: {settings.pguser}@{settings.pghost}:{settings.pgport}/{settings.pgdatabase}")
+    jobs.run_migrate(settings)
+    return 0
+
+
+def seed(settings: Settings) -> int:
+    from messenger import jobs
+
+    jobs.run_seed(settings)
+    return 0
+
+
+COMMANDS = {
+    "serve": (serve, "serve the HTTP API (one uvicorn process; scale by running more)"),
+    "migrate": (
+        migrate,
+        "create the database if missing, migrate it to the latest schema (safe to rerun,"
+        " never drops data) and grant APP_DB_USER data access; needs elevated credentials",
+    ),
+    "seed": (seed, "insert the tutorial's three users unless they exist (safe to rerun)"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="python -m messenger",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    root.add_argument("--version", action="version", version=f"messenger {__version__}")
+    commands = root.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        commands.add_parser(name, help=help_text, description=help_text)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings)
+    name = args.command or ("migrate" if settings.messenger_role == "migrator" else "serve")
+    run, _ = COMMANDS[name]
+    try:
+        return run(settings)
+    except JobFailed as error:
+        print(f"messenger {name}: failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,82 @@
+"""Domain errors and their one conversion to HTTP responses.
+
+    MessengerError               an answer for the client: status + text, never internals
+    ├── BadRequest (400)         malformed input or a broken rule (texts kept from Node)
+    ├── NotFound (404)           an unknown conversation
+    └── Unavailable (503)        a dependency (PostgreSQL) cannot be reached right now
+
+Anything else that escapes a handler is a bug: it is logged with the request id and the
+client gets a 500 JSON body naming only that id.
+"""
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+# Texts the Node service's clients know; tests assert on these constants.
+USER_ID_REQUIRED = "Please specify a user id by adding the User-Id header."
+NEED_TWO_USERS = "Conversation must have 2 unique users"
+UNKNOWN_PARTICIPANTS = "participant_ids provided did not match to two known participants"
+CONVERSATION_EXISTS = "A conversation between these two users already exists with id {id}"
+NOT_IN_CONVERSATION = "User with id {id} is not in conversation"
+BODY_TOO_LARGE = "request entity too large"
+
+# Texts for what the Node service answered with a stack trace.
+CONVERSATION_NOT_FOUND = "Conversation with id {id} does not exist"
+INVALID_PATH_ID = "{name} in the path must be a positive integer, got {value!r}"
+INVALID_JSON = "Request body must be a JSON object"
+PARTICIPANTS_NOT_LIST = "participant_ids must be an array of two user ids"
+PARTICIPANT_NOT_ID = "participant_ids must contain positive integer user ids"
+CONTENT_NOT_STRING = "content must be a string"
+CONTENT_EMPTY = "content must not be empty"
+INDEX_NOT_INTEGER = "index must be a non-negative integer"
+QUERY_NOT_INTEGER = "{name} must be a positive integer"
+CURSORS_EXCLUSIVE = "after_index and before_index cannot be used together"
+NOT_FOUND = "Not found"
+METHOD_NOT_ALLOWED = "Method not allowed"
+DATABASE_UNAVAILABLE = "The database is unavailable, try again shortly"
+INTERNAL_ERROR = "Internal server error (request id {request_id})"
+
+
+class MessengerError(Exception):
+    status_code = 500
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class BadRequest(MessengerError):
+    status_code = 400
+
+
+class NotFound(MessengerError):
+    status_code = 404
+
+
+class Unavailable(MessengerError):
+    status_code = 503
+
+
+def error_response(status_code: int, text: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": text}, status_code=status_code, headers=headers)
+
+
+async def handle_messenger_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MessengerError)
+    headers = {"Retry-After": "1"} if isinstance(exc, Unavailable) else None
+    return error_response(exc.status_code, exc.text, headers)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (unknown route, wrong method) as JSON."""
+    assert isinstance(exc, HTTPException)
+    texts = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
+    text = texts.get(exc.status_code, str(exc.detail))
+    return error_response(exc.status_code, text, dict(exc.headers or {}))
+
+
+EXCEPTION_HANDLERS = {
+    MessengerError: handle_messenger_error,
+    HTTPException: handle_http_exception,
+}

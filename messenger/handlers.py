@@ -1,0 +1,221 @@
+"""HTTP handlers: parse and validate the request, call one data function, shape the response."""
+
+import json
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from messenger import db
+from messenger.errors import (
+    CONTENT_EMPTY,
+    CONTENT_NOT_STRING,
+    CONVERSATION_EXISTS,
+    CONVERSATION_NOT_FOUND,
+    CURSORS_EXCLUSIVE,
+    INDEX_NOT_INTEGER,
+    INVALID_JSON,
+    INVALID_PATH_ID,
+    NEED_TWO_USERS,
+    NOT_IN_CONVERSATION,
+    PARTICIPANT_NOT_ID,
+    PARTICIPANTS_NOT_LIST,
+    QUERY_NOT_INTEGER,
+    UNKNOWN_PARTICIPANTS,
+    USER_ID_REQUIRED,
+    BadRequest,
+    NotFound,
+)
+from messenger.services import Services
+
+MAX_ID = 2**63 - 1  # ids are PostgreSQL bigints
+_CANONICAL_INTEGER = re.compile(r"(0|[1-9][0-9]{0,18})")
+
+
+def _integer(value: object, *, minimum: int) -> int | None:
+    """`value` as an integer in [minimum, MAX_ID]: a JSON integer or its canonical decimal text."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if not _CANONICAL_INTEGER.fullmatch(value):
+            return None
+        value = int(value)
+    if isinstance(value, int) and minimum <= value <= MAX_ID:
+        return value
+    return None
+
+
+def _user_id(request: Request) -> int:
+    user_id = _optional_user_id(request)
+    if user_id is None:
+        raise BadRequest(USER_ID_REQUIRED)
+    return user_id
+
+
+def _optional_user_id(request: Request) -> int | None:
+    """The `User-Id` header if given; given but not a canonical positive integer is an error."""
+    header = request.headers.get("user-id")
+    if header is None:
+        return None
+    user_id = _integer(header, minimum=1)
+    if user_id is None:
+        raise BadRequest(USER_ID_REQUIRED)
+    return user_id
+
+
+def _path_id(request: Request, name: str) -> int:
+    raw = request.path_params[name]
+    value = _integer(raw, minimum=1)
+    if value is None:
+        raise BadRequest(INVALID_PATH_ID.format(name=name.replace("_", " "), value=raw[:40]))
+    return value
+
+
+def _query_integer(request: Request, name: str, *, minimum: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    value = _integer(raw, minimum=minimum)
+    if value is None:
+        raise BadRequest(QUERY_NOT_INTEGER.format(name=name))
+    return value
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(INVALID_JSON) from None
+    if not isinstance(body, dict):
+        raise BadRequest(INVALID_JSON)
+    return body
+
+
+def _participants(body: dict[str, Any]) -> tuple[int, int]:
+    raw = body.get("participant_ids")
+    if not isinstance(raw, list):
+        raise BadRequest(PARTICIPANTS_NOT_LIST)
+    ids = [_integer(item, minimum=1) for item in raw]
+    if any(item is None for item in ids):
+        raise BadRequest(PARTICIPANT_NOT_ID)
+    distinct = sorted({item for item in ids if item is not None})
+    if len(ids) != 2 or len(distinct) != 2:
+        raise BadRequest(NEED_TWO_USERS)
+    return distinct[0], distinct[1]
+
+
+async def _membership_error(services: Services, conversation_id: int, user_id: int | None) -> None:
+    """Explain an empty answer: unknown conversation (404) or a reader who is no member (400)."""
+    found = await db.membership(services.pool, conversation_id, user_id)
+    if not found.conversation_exists:
+        raise NotFound(CONVERSATION_NOT_FOUND.format(id=conversation_id))
+    if user_id is not None and not found.is_member:
+        raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
+
+
+async def health(request: Request) -> Response:
+    return PlainTextResponse("OK")
+
+
+async def create_conversation(request: Request) -> Response:
+    low_id, high_id = _participants(await _json_object(request))
+    services = Services.of(request)
+    async with db.unavailable_as_503():
+        created = await db.create_conversation(services.pool, low_id, high_id)
+        if created.id is None:
+            if created.known_participants < 2:
+                raise BadRequest(UNKNOWN_PARTICIPANTS)
+            existing = await db.find_conversation_between(services.pool, low_id, high_id)
+            raise BadRequest(CONVERSATION_EXISTS.format(id=existing))
+    conversation = {"id": created.id, "inserted_at": created.inserted_at}
+    return JSONResponse({"conversation": conversation}, status_code=201)
+
+
+async def list_conversations(request: Request) -> Response:
+    user_id = _user_id(request)
+    services = Services.of(request)
+    async with db.unavailable_as_503():
+        rows = await db.list_conversations(services.pool, user_id)
+    return JSONResponse({"conversations": [dict(row) for row in rows]})
+
+
+async def send_message(request: Request) -> Response:
+    user_id = _user_id(request)
+    conversation_id = _path_id(request, "conversation_id")
+    content = (await _json_object(request)).get("content")
+    if not isinstance(content, str):
+        raise BadRequest(CONTENT_NOT_STRING)
+    if not content:
+        raise BadRequest(CONTENT_EMPTY)
+    services = Services.of(request)
+    async with db.unavailable_as_503():
+        row = await db.send_message(services.pool, conversation_id, user_id, content)
+        if row is None:
+            await _membership_error(services, conversation_id, user_id)
+            raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
+    services.outbox_written()
+    message = {
+        "id": row["id"],
+        "content": row["content"],
+        "index": row["index"],
+        "user_id": row["user_id"],
+        "username": row["username"],
+        "conversation_id": row["channel_id"],
+        "inserted_at": row["inserted_at"],
+    }
+    return JSONResponse({"message": message}, status_code=201)
+
+
+async def list_messages(request: Request) -> Response:
+    """Messages oldest first, `limit` at a time (at most MESSAGES_PAGE_MAX).
+
+    Without a cursor the first page is returned; `after_index` pages forward and
+    `before_index` backward. A full page carries a `Link` header to the next one.
+    """
+    reader_id = _optional_user_id(request)
+    conversation_id = _path_id(request, "conversation_id")
+    services = Services.of(request)
+    page_max = services.settings.messages_page_max
+    limit = _query_integer(request, "limit", minimum=1) or page_max
+    limit = min(limit, page_max)
+    after_index = _query_integer(request, "after_index", minimum=0)
+    before_index = _query_integer(request, "before_index", minimum=1)
+    if after_index is not None and before_index is not None:
+        raise BadRequest(CURSORS_EXCLUSIVE)
+
+    async with db.unavailable_as_503():
+        if before_index is not None:
+            rows = await db.list_messages_before(
+                services.pool, conversation_id, before_index, limit, reader_id
+            )
+        else:
+            rows = await db.list_messages_after(
+                services.pool, conversation_id, after_index or 0, limit, reader_id
+            )
+        if not rows:
+            await _membership_error(services, conversation_id, reader_id)
+
+    headers = {}
+    if len(rows) == limit:
+        if before_index is not None:
+            cursor, relation = f"before_index={rows[0]['index']}", "prev"
+        else:
+            cursor, relation = f"after_index={rows[-1]['index']}", "next"
+        link = f"{request.url.path}?{cursor}&limit={limit}"
+        headers["Link"] = f'<{link}>; rel="{relation}"'
+    return JSONResponse({"messages": [dict(row) for row in rows]}, headers=headers)
+
+
+async def set_view_horizon(request: Request) -> Response:
+    user_id = _user_id(request)
+    conversation_id = _path_id(request, "conversation_id")
+    index = _integer((await _json_object(request)).get("index"), minimum=0)
+    if index is None:
+        raise BadRequest(INDEX_NOT_INTEGER)
+    services = Services.of(request)
+    async with db.unavailable_as_503():
+        if not await db.set_view_horizon(services.pool, conversation_id, user_id, index):
+            await _membership_error(services, conversation_id, user_id)
+            raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
+    return Response(status_code=204)

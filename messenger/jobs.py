@@ -1,0 +1,174 @@
+"""One-off jobs of the migrator role: create the database, migrate it, grant the serving role, seed.
+
+They run with elevated credentials (`PGUSER` may create databases and roles); serving instances
+connect as `APP_DB_USER`, which gets data access and nothing else.
+"""
+
+import asyncio
+import logging
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.exc import DBAPIError
+
+from messenger.db import DATABASE_ERRORS, UNAVAILABLE_ERRORS, connect_kwargs
+from messenger.settings import Settings
+
+logger = logging.getLogger("messenger.jobs")
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MAINTENANCE_DATABASE = "postgres"
+SEED_USERS = ("James Blanderphone", "Normalavian Ropetoter", "Flambaravo Chortleblatt")
+
+
+class JobFailed(Exception):
+    """A job could not do its work; the text says what to do about it."""
+
+
+def _describe(error: BaseException, settings: Settings) -> str:
+    where = f"{settings.pguser}@{settings.pghost}:{settings.pgport}"
+    if isinstance(
+        error, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
+        return f"PostgreSQL refused the credentials of {where}: {error} (check PGUSER/PGPASSWORD)"
+    if isinstance(error, asyncpg.InsufficientPrivilegeError):
+        return f"{where} lacks a privilege the job needs: {error} (run it with the migrator user)"
+    if isinstance(error, UNAVAILABLE_ERRORS):
+        return f"cannot reach PostgreSQL at {where}: {error} (is it running? check PGHOST/PGPORT)"
+    return f"{error.__class__.__name__}: {error}"
+
+
+async def _connect(settings: Settings, database: str | None = None) -> asyncpg.Connection:
+    return await asyncpg.connect(**connect_kwargs(settings, database=database), timeout=10)
+
+
+async def ensure_database(settings: Settings) -> None:
+    """Create `PGDATABASE` from the maintenance database when it does not exist yet."""
+    name = settings.pgdatabase
+    try:
+        conn = await _connect(settings)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
+        await conn.close()
+        print(f"database {name!r} exists")
+        return
+    conn = await _connect(settings, MAINTENANCE_DATABASE)
+    try:
+        statement = await conn.fetchval("SELECT format('CREATE DATABASE %I', $1::text)", name)
+        try:
+            await conn.execute(statement)
+        except asyncpg.DuplicateDatabaseError:
+            print(f"database {name!r} was created by a concurrent job")
+        else:
+            print(f"database {name!r} created")
+    finally:
+        await conn.close()
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["settings"] = settings
+    return config
+
+
+def upgrade(settings: Settings, revision: str = "head") -> None:
+    """Bring the schema to `revision`; env.py holds an advisory lock so migrators take turns."""
+    command.upgrade(alembic_config(settings), revision)
+
+
+async def grant_application_role(settings: Settings) -> None:
+    """Create the serving role if asked and give it data access only: no DDL, no TRUNCATE."""
+    role = settings.app_db_user
+    if role is None:
+        print("APP_DB_USER not set: no application role granted")
+        return
+    if role == settings.pguser:
+        raise JobFailed("APP_DB_USER must differ from the migrator's PGUSER")
+    conn = await _connect(settings)
+    try:
+        exists = await conn.fetchval(
+            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", role
+        )
+        if not exists:
+            if settings.app_db_password is None:
+                raise JobFailed(f"role {role!r} does not exist; set APP_DB_PASSWORD to create it")
+            password = settings.app_db_password.get_secret_value()
+            statement = await conn.fetchval(
+                "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)",
+                role,
+                password,
+            )
+            try:
+                await conn.execute(statement)
+                print(f"role {role!r} created")
+            except asyncpg.DuplicateObjectError:
+                print(f"role {role!r} was created by a concurrent job")
+        statements = [
+            "GRANT CONNECT ON DATABASE %I TO %I",
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            "GRANT USAGE ON SCHEMA public TO %2$I",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO %2$I",
+            "REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM %2$I",
+            "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO %2$I",
+        ]
+        async with conn.transaction():
+            for template in statements:
+                statement = await conn.fetchval(
+                    "SELECT format($1::text, $2::text, $3::text)",
+                    template,
+                    settings.pgdatabase,
+                    role,
+                )
+                await conn.execute(statement)
+        print(f"role {role!r} granted SELECT, INSERT, UPDATE, DELETE and sequence usage")
+    finally:
+        await conn.close()
+
+
+async def seed(settings: Settings) -> None:
+    """Insert the tutorial's three users unless a user of that name exists."""
+    conn = await _connect(settings)
+    try:
+        names = await conn.fetch(
+            """
+            INSERT INTO users (name)
+            SELECT name FROM unnest($1::text[]) WITH ORDINALITY AS seed(name, position)
+            WHERE NOT EXISTS (SELECT FROM users WHERE users.name = seed.name)
+            ORDER BY position
+            RETURNING id, name
+            """,
+            list(SEED_USERS),
+        )
+    finally:
+        await conn.close()
+    for row in names:
+        print(f"user {row['id']} {row['name']!r} created")
+    print(f"seed: {len(names)} users created, {len(SEED_USERS) - len(names)} already present")
+
+
+def run_migrate(settings: Settings) -> None:
+    try:
+        asyncio.run(ensure_database(settings))
+        upgrade(settings)
+        asyncio.run(grant_application_role(settings))
+    except DBAPIError as error:
+        # SQLAlchemy wraps the driver's exception; report the driver's words.
+        cause = error.orig.__cause__ if error.orig is not None else None
+        logger.debug("migration failed", exc_info=True)
+        raise JobFailed(_describe(cause or error.orig or error, settings)) from error
+    except DATABASE_ERRORS as error:
+        raise JobFailed(_describe(error, settings)) from error
+    print("migrate: done")
+
+
+def run_seed(settings: Settings) -> None:
+    try:
+        asyncio.run(seed(settings))
+    except asyncpg.UndefinedTableError as error:
+        raise JobFailed("the schema is missing: run `python -m messenger migrate` first") from error
+    except DATABASE_ERRORS as error:
+        raise JobFailed(_describe(error, settings)) from error

@@ -1,0 +1,26 @@
+"""Process-wide logging: plain text for people, JSON lines (`LOG_FORMAT=json`) for collectors."""
+
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+from messenger.settings import Settings
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    if settings.log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    # Our access log replaces uvicorn's; its error log stays.
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,25 @@
+"""The connections and workers a serving instance owns, as typed state shared with handlers."""
+
+import asyncio
+from dataclasses import dataclass, field
+
+import asyncpg
+from starlette.requests import Request
+
+from messenger.settings import Settings
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    pool: asyncpg.Pool
+    outbox_pending: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @staticmethod
+    def of(request: Request) -> "Services":
+        services: Services = request.state.services
+        return services
+
+    def outbox_written(self) -> None:
+        """Wake the event relay: a committed send left a row in the outbox."""
+        self.outbox_pending.set()

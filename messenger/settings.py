@@ -1,0 +1,157 @@
+"""Typed configuration from the environment, with the Node service's variable names and profiles."""
+
+import sys
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from messenger.body_limit import parse_size
+
+Profile = Literal["production", "development", "test"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+# Defaults each profile gave in the Node service's convict files; what a profile leaves out
+# must come from the environment.
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "development": {
+        "port": 4000,
+        "pghost": "localhost",
+        "pgport": 5432,
+        "pguser": "postgres",
+        "pgpassword": "postgres",
+        "pgdatabase": "messenger_dev",
+        "amqphost": "localhost",
+        "amqpport": 5672,
+    },
+    "test": {
+        "port": 4000,
+        "pghost": "localhost",
+        "pgport": 5432,
+        "pguser": "postgres",
+        "pgpassword": "postgres",
+        "pgdatabase": "messenger_test",
+        "amqphost": "localhost",
+        "amqpport": 5672,
+    },
+    "production": {
+        "port": 4000,
+        "pgport": 5432,
+        "pguser": "postgres",
+        "pgdatabase": "messenger",
+        "amqpport": 5672,
+    },
+}
+
+
+class Settings(BaseSettings):
+    """Everything the service and its jobs read from the environment.
+
+    Field names are the environment variable names, lower-cased (`PGHOST` -> `pghost`).
+    """
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        extra="ignore",
+        hide_input_in_errors=True,
+        populate_by_name=True,
+    )
+
+    messenger_env: Profile = Field(
+        default="development", validation_alias=AliasChoices("messenger_env", "node_env")
+    )
+    messenger_role: Literal["serve", "migrator"] = "serve"
+
+    host: str = "0.0.0.0"
+    port: Port
+    keep_alive_timeout: int = Field(default=75, ge=1)
+    pghost: str
+    pgport: Port
+    pguser: str
+    pgpassword: SecretStr | None = None
+    pgdatabase: str = Field(min_length=1, max_length=63)
+    pg_pool_min: int = Field(default=2, ge=0)
+    pg_pool_max: int = Field(default=10, ge=1)
+    pg_command_timeout: float = Field(default=10.0, gt=0)
+
+    app_db_user: str | None = Field(default=None, min_length=1, max_length=63)
+    app_db_password: SecretStr | None = None
+
+    amqphost: str
+    amqpport: Port
+    amqpuser: str = "guest"
+    amqppassword: SecretStr = SecretStr("guest")
+
+    amqp_queue: str = Field(default="chat_queue", min_length=1)
+    relay_enabled: bool = True
+
+    json_body_limit: ByteSize = 100 * 1024
+    messages_page_max: int = Field(default=1000, ge=1, le=100_000)
+
+    consul_service_name: str | None = Field(default=None, min_length=1)
+    consul_host: str = "consul-client"
+    consul_port: Port = 8500
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        lowered = {str(key).lower(): value for key, value in data.items()}
+        profile = lowered.get("messenger_env") or lowered.get("node_env") or "development"
+        defaults = PROFILE_DEFAULTS.get(str(profile).lower())
+        if defaults is None:
+            return data  # the Literal check on messenger_env reports the unknown profile
+        for key, value in lowered.items():
+            if isinstance(value, str) and key in {"log_level", "log_format", "messenger_env"}:
+                lowered[key] = value.lower()
+        return {**defaults, **lowered}
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> "Settings":
+        if self.pg_pool_min > self.pg_pool_max:
+            raise ValueError("PG_POOL_MIN must not exceed PG_POOL_MAX")
+        return self
+
+    @property
+    def amqp_url(self) -> str:
+        from urllib.parse import quote
+
+        user = quote(self.amqpuser, safe="")
+        password = quote(self.amqppassword.get_secret_value(), safe="")
+        return f"amqp://{user}:{password}@{self.amqphost}:{self.amqpport}/"
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per problem, naming the environment variable and never echoing its value."""
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
+        name = str(item["loc"][0]).upper() if item["loc"] else "configuration"
+        message = item["msg"]
+        if item["type"] == "missing":
+            message = "is required (set it in the environment)"
+        elif item["type"] == "literal_error":
+            message = message.replace("Input should be", "expected")
+        lines.append(f"{name}: {message}")
+    return lines
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, or stop the process with exit code 2 and one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        for line in describe_errors(error):
+            print(f"messenger: invalid configuration: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
