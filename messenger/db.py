@@ -265,3 +265,17 @@ RETURNING 1
 async def set_view_horizon(conn: Executor, channel_id: int, user_id: int, index: int) -> bool:
     """Store the user's last viewed index; False if the user is not a member."""
     return await conn.fetchval(SET_VIEW_HORIZON, channel_id, user_id, index) is not None
+
+
+OUTBOX_BACKLOG = """
+SELECT count(*) AS pending,
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_seconds
+FROM outbox
+"""
+
+
+async def outbox_backlog(conn: Executor) -> tuple[int, float]:
+    """How many events wait in the outbox, and how long the oldest has waited (seconds)."""
+    row = await conn.fetchrow(OUTBOX_BACKLOG)
+    assert row is not None
+    return int(row["pending"]), float(row["oldest_age_seconds"])
