@@ -13,6 +13,7 @@ from messenger import db, handlers
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.errors import EXCEPTION_HANDLERS
+from messenger.events import OutboxRelay
 from messenger.services import Services
 from messenger.settings import Settings
 
@@ -38,7 +39,15 @@ def create_app(settings: Settings) -> Starlette:
         pool = await db.create_pool(settings)
         try:
             await db.check_reachable(pool, settings)
-            yield {"services": Services(settings=settings, pool=pool)}
+            services = Services(settings=settings, pool=pool)
+            if settings.relay_enabled:
+                services.relay = OutboxRelay(settings, pool, services.outbox_pending)
+                services.relay.start()
+            try:
+                yield {"services": services}
+            finally:
+                if services.relay is not None:
+                    await services.relay.stop()
         finally:
             await pool.close()
 

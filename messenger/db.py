@@ -279,3 +279,37 @@ async def outbox_backlog(conn: Executor) -> tuple[int, float]:
     row = await conn.fetchrow(OUTBOX_BACKLOG)
     assert row is not None
     return int(row["pending"]), float(row["oldest_age_seconds"])
+
+
+OUTBOX_LOCK_SPACE = 0x6F757462  # "outb": first key of the per-conversation advisory locks
+
+# Rows of conversations another relay is publishing are skipped whole (advisory lock per
+# conversation, held to the end of the transaction), which keeps each conversation in order.
+CLAIM_OUTBOX = f"""
+SELECT id, channel_id, user_id, message_index, participant_ids, created_at
+FROM outbox
+WHERE pg_try_advisory_xact_lock({OUTBOX_LOCK_SPACE}, (channel_id % 2147483647)::int)
+ORDER BY id
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+
+async def claim_outbox(conn: Connection, limit: int) -> list[asyncpg.Record]:
+    """Lock up to `limit` pending events, oldest first; call inside a transaction."""
+    return await conn.fetch(CLAIM_OUTBOX, limit)
+
+
+async def delete_outbox(conn: Connection, ids: list[int]) -> None:
+    await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
+
+
+async def record_outbox_failure(conn: Connection, outbox_id: int, reason: str) -> int:
+    """Count a failed publish of one event and keep the reason; returns its attempts so far."""
+    attempts = await conn.fetchval(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1"
+        " RETURNING attempts",
+        outbox_id,
+        reason,
+    )
+    return int(attempts)

@@ -24,3 +24,5 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper())
     # Our access log replaces uvicorn's; its error log stays.
     logging.getLogger("uvicorn.access").disabled = True
+    # aiormq logs every failed connection attempt as an error; the relay logs the outage once.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)

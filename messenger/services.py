@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from starlette.requests import Request
 
+from messenger.events import OutboxRelay
 from messenger.settings import Settings
 
 
@@ -14,6 +15,7 @@ class Services:
     settings: Settings
     pool: asyncpg.Pool
     outbox_pending: asyncio.Event = field(default_factory=asyncio.Event)
+    relay: OutboxRelay | None = None
 
     @staticmethod
     def of(request: Request) -> "Services":

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
 
     amqp_queue: str = Field(default="chat_queue", min_length=1)
     relay_enabled: bool = True
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    relay_sweep_interval: float = Field(default=1.0, gt=0)
+    relay_publish_timeout: float = Field(default=5.0, gt=0)
+    relay_backoff_max: float = Field(default=10.0, gt=0)
+    relay_flush_timeout: float = Field(default=3.0, ge=0)
 
     json_body_limit: ByteSize = 100 * 1024
     messages_page_max: int = Field(default=1000, ge=1, le=100_000)

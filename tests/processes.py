@@ -1,0 +1,94 @@
+"""Real service processes for tests: `python -m messenger serve` on a free loopback port."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from messenger.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a service process using `settings`' database, with nothing inherited
+    from the developer's shell but PATH and HOME."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "MESSENGER_ENV": "test",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "PGHOST": settings.pghost,
+        "PGPORT": str(settings.pgport),
+        "PGUSER": settings.pguser,
+        "PGDATABASE": settings.pgdatabase,
+        "AMQPHOST": settings.amqphost,
+        "AMQPPORT": str(settings.amqpport),
+        "RELAY_ENABLED": "false",
+        "LOG_LEVEL": "warning",
+    }
+    if settings.pgpassword is not None:
+        env["PGPASSWORD"] = settings.pgpassword.get_secret_value()
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen[bytes]
+    url: str
+
+
+def wait_for_health(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited with {process.returncode} before it was healthy")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{url}/health did not answer within {timeout}s")
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str], *args: str) -> Iterator[Service]:
+    """Run the service until the block ends, then stop it with SIGTERM (SIGKILL if stuck)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "messenger", "serve", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{env['PORT']}"
+    try:
+        wait_for_health(url, process)
+        yield Service(process, url)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr is not None:
+            process.stderr.close()

@@ -1,0 +1,316 @@
+"""new_message events: byte-exact wire format, the outbox relay, broker outages (real RabbitMQ)."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import aiormq
+import asyncpg
+import httpx
+import pytest
+from aiormq.abc import DeliveredMessage
+
+from messenger.events import OutboxRelay, event_body
+from messenger.settings import Settings
+from tests import factories
+from tests.processes import free_port, serve, service_env
+
+AMQP_URL = (
+    f"amqp://guest:guest@{os.environ.get('AMQPHOST', '127.0.0.1')}:"
+    f"{os.environ.get('AMQPPORT', '5672')}/"
+)
+NOTIFIER_BODY = (
+    b'{"type":"new_message","channel_id":1,"user_id":1,"index":8,"participant_ids":[1,2]}'
+)
+
+
+@pytest.fixture
+async def queue() -> AsyncIterator[str]:
+    """A queue of this test's own, so tests never read each other's events."""
+    name = f"test_chat_queue_{uuid.uuid4().hex[:10]}"
+    yield name
+    connection = await aiormq.connect(AMQP_URL)
+    channel = await connection.channel()
+    await channel.queue_delete(name)
+    await connection.close()
+
+
+@pytest.fixture
+def settings(database: Settings, queue: str) -> Settings:
+    return database.model_copy(
+        update={
+            "relay_enabled": True,
+            "amqp_queue": queue,
+            "relay_sweep_interval": 0.1,
+            "relay_backoff_max": 0.5,
+        }
+    )
+
+
+async def take(queue: str, count: int, within: float = 15.0) -> list[DeliveredMessage]:
+    """Read `count` messages from `queue` with a plain AMQP client, declared like the notifier."""
+    connection = await aiormq.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        await channel.queue_declare(queue, durable=True)
+        messages: list[DeliveredMessage] = []
+        deadline = time.monotonic() + within
+        while len(messages) < count and time.monotonic() < deadline:
+            try:
+                message = await channel.basic_get(queue, no_ack=True)
+            except aiormq.exceptions.AMQPError:
+                await asyncio.sleep(0.1)
+                continue
+            if message.body is not None and message.delivery_tag is not None:
+                messages.append(message)
+            else:
+                await asyncio.sleep(0.05)
+        return messages
+    finally:
+        await connection.close()
+
+
+async def pending(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM outbox"))
+
+
+def test_event_body_matches_the_notifiers_bytes() -> None:
+    assert event_body(1, 1, 8, [1, 2]) == NOTIFIER_BODY
+
+
+async def test_a_send_publishes_one_event_the_notifier_understands(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, queue: str
+) -> None:
+    alice, bob = await factories.users(pool, "Alice", "Bob")
+    conversation = await factories.conversation(client, alice, bob)
+    await factories.send(client, conversation, alice, "first")
+    await factories.send(client, conversation, bob, "second")
+
+    messages = await take(queue, 2)
+
+    assert [m.body for m in messages] == [
+        event_body(int(conversation), alice, 1, [alice, bob]),
+        event_body(int(conversation), bob, 2, [alice, bob]),
+    ]
+    first = messages[0]
+    assert first.delivery.routing_key == queue
+    assert first.delivery.exchange == ""
+    properties = first.header.properties
+    assert properties.message_type == "new_message"
+    assert properties.content_type == "application/json"
+    assert properties.delivery_mode == 2
+    assert properties.timestamp is not None
+    assert properties.message_id != messages[1].header.properties.message_id
+    body = json.loads(first.body)
+    assert list(body) == ["type", "channel_id", "user_id", "index", "participant_ids"]
+    assert type(body["user_id"]) is type(body["participant_ids"][0]) is int
+    assert await pending(pool) == 0
+
+
+async def test_a_queue_declared_like_the_notifiers_is_accepted(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, queue: str
+) -> None:
+    alice, bob = await factories.users(pool, "Alice", "Bob")
+    conversation = await factories.conversation(client, alice, bob)
+    await factories.send(client, conversation, alice)
+    assert len(await take(queue, 1)) == 1
+
+    # The notifier declares with durable=True and library defaults otherwise; a mismatch would
+    # close the channel with PRECONDITION_FAILED.
+    connection = await aiormq.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        declared = await channel.queue_declare(queue, durable=True)
+        assert declared.queue == queue
+        assert not channel.is_closed
+    finally:
+        await connection.close()
+
+
+async def test_events_wait_in_the_outbox_while_the_broker_is_unreachable(
+    settings: Settings, pool: asyncpg.Pool, queue: str, clean: None
+) -> None:
+    alice, bob = await factories.users(pool, "Alice", "Bob")
+    conversation = await pool.fetchval("INSERT INTO channels DEFAULT VALUES RETURNING id")
+    unreachable = settings.model_copy(update={"amqpport": free_port()})
+    down = OutboxRelay(unreachable, pool, asyncio.Event())
+    down.start()
+    try:
+        for index in range(1, 6):
+            await pool.execute(
+                "INSERT INTO outbox (channel_id, user_id, message_index, participant_ids)"
+                " VALUES ($1, $2, $3, $4)",
+                int(conversation),
+                alice,
+                index,
+                [alice, bob],
+            )
+        await asyncio.sleep(0.5)
+        assert not down.connected
+        assert await pending(pool) == 5
+    finally:
+        await down.stop()
+
+    up = OutboxRelay(settings, pool, asyncio.Event())
+    up.start()
+    try:
+        messages = await take(queue, 5)
+    finally:
+        await up.stop()
+    assert [json.loads(m.body)["index"] for m in messages] == [1, 2, 3, 4, 5]
+    assert await pending(pool) == 0
+
+
+async def test_an_event_whose_publish_fails_is_counted_kept_and_published_later(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, queue: str
+) -> None:
+    alice, bob = await factories.users(pool, "Alice", "Bob")
+    conversation = await factories.conversation(client, alice, bob)
+    await factories.send(client, conversation, alice, "before")
+    assert len(await take(queue, 1)) == 1
+
+    # Deleting the queue makes the next publish come back unroutable (mandatory publish): the
+    # relay must count it, keep the row, reconnect (declaring the queue again) and retry.
+    connection = await aiormq.connect(AMQP_URL)
+    channel = await connection.channel()
+    await channel.queue_delete(queue)
+    await connection.close()
+    await factories.send(client, conversation, alice, "after")
+
+    messages = await take(queue, 1)
+    assert [json.loads(m.body)["index"] for m in messages] == [2]
+    assert await eventually_empty(pool)
+
+
+async def test_two_relays_sharing_the_outbox_publish_each_event_once_in_order(
+    database: Settings, pool: asyncpg.Pool, queue: str, clean: None
+) -> None:
+    ids = await factories.users(pool, "A", "B", "C", "D")
+    conversations = [
+        await pool.fetchval("INSERT INTO channels DEFAULT VALUES RETURNING id") for _ in range(40)
+    ]
+    rows = [
+        (conversations[n % 40], ids[n % 4], n // 40 + 1, [ids[0], ids[1]]) for n in range(400)
+    ]
+    await pool.executemany(
+        "INSERT INTO outbox (channel_id, user_id, message_index, participant_ids)"
+        " VALUES ($1, $2, $3, $4)",
+        rows,
+    )
+    settings = database.model_copy(update={"amqp_queue": queue, "relay_batch_size": 25})
+    relays = [OutboxRelay(settings, pool, asyncio.Event()) for _ in range(2)]
+    for relay in relays:
+        relay.start()
+    try:
+        messages = await take(queue, 400, within=30)
+        await asyncio.sleep(0.3)  # a duplicate would arrive now
+        messages += await take(queue, 1, within=0.5)
+    finally:
+        for relay in relays:
+            await relay.stop()
+
+    assert len(messages) == 400
+    assert len({m.header.properties.message_id for m in messages}) == 400
+    for conversation in conversations:
+        indexes = [
+            json.loads(m.body)["index"]
+            for m in messages
+            if json.loads(m.body)["channel_id"] == conversation
+        ]
+        assert indexes == list(range(1, 11))
+    assert sum(relay.published for relay in relays) == 400
+
+
+@pytest.fixture
+def rabbitmq_restored() -> Iterator[None]:
+    yield
+    subprocess.run(["rabbitmqctl", "start_app"], check=False, capture_output=True, timeout=120)
+    subprocess.run(
+        ["rabbitmqctl", "await_startup"], check=False, capture_output=True, timeout=120
+    )
+
+
+async def test_no_event_is_lost_when_the_broker_stops_and_starts_during_sends(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, queue: str, rabbitmq_restored: None
+) -> None:
+    alice, bob = await factories.users(pool, "Alice", "Bob")
+    conversation = await factories.conversation(client, alice, bob)
+    await factories.send(client, conversation, alice, "before the outage")
+    assert len(await take(queue, 1)) == 1
+
+    stop = asyncio.create_task(
+        asyncio.to_thread(
+            subprocess.run, ["rabbitmqctl", "stop_app"], check=True, capture_output=True
+        )
+    )
+    statuses = []
+    while not stop.done():
+        response = await client.post(
+            f"/conversations/{conversation}/messages",
+            headers={"User-Id": str(bob)},
+            json={"content": "during"},
+        )
+        statuses.append(response.status_code)
+        await asyncio.sleep(0.02)
+    await stop
+    for _ in range(20):  # sends while the broker is down
+        await factories.send(client, conversation, bob, "while down")
+        statuses.append(201)
+    assert await pending(pool) > 0
+
+    await asyncio.to_thread(
+        subprocess.run, ["rabbitmqctl", "start_app"], check=True, capture_output=True
+    )
+    sent = 1 + len(statuses)
+    messages = await take(queue, sent - 1, within=60)
+
+    assert set(statuses) == {201}
+    indexes = sorted({json.loads(m.body)["index"] for m in messages})
+    assert indexes == list(range(2, sent + 1))
+    assert await eventually_empty(pool)
+
+
+async def eventually_empty(pool: asyncpg.Pool, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while await pending(pool) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return await pending(pool) == 0
+
+
+async def test_an_event_committed_before_a_kill_is_published_after_restart(
+    database: Settings, pool: asyncpg.Pool, queue: str, clean: None
+) -> None:
+    alice, bob = await factories.users(pool, "Alice", "Bob")
+    env = service_env(database, AMQP_QUEUE=queue, RELAY_ENABLED="true")
+    # First life: the broker is unreachable, so the send commits but cannot be published.
+    with serve({**env, "AMQPPORT": str(free_port())}) as first:
+        async with httpx.AsyncClient(base_url=first.url) as http:
+            created = await http.post("/conversations", json={"participant_ids": [alice, bob]})
+            conversation = created.json()["conversation"]["id"]
+            sent = await http.post(
+                f"/conversations/{conversation}/messages",
+                headers={"User-Id": str(alice)},
+                json={"content": "survives kill -9"},
+            )
+            assert sent.status_code == 201
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+    assert await pending(pool) == 1
+
+    with serve(env):
+        messages = await take(queue, 1, within=20)
+    assert [json.loads(m.body) for m in messages] == [
+        {
+            "type": "new_message",
+            "channel_id": int(conversation),
+            "user_id": alice,
+            "index": 1,
+            "participant_ids": [alice, bob],
+        }
+    ]
+    assert await eventually_empty(pool)
