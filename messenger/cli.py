@@ -1,4 +1,4 @@
-"""Command line: `python -m messenger serve | migrate | seed`, one image for every role."""
+"""Command line: `python -m messenger serve | migrate | seed | relay`, one image for every role."""
 
 import argparse
 import logging
@@ -55,6 +55,15 @@ def seed(settings: Settings) -> int:
     return 0
 
 
+def relay(settings: Settings) -> int:
+    import asyncio
+
+    from messenger.events import run_relay
+
+    asyncio.run(run_relay(settings))
+    return 0
+
+
 COMMANDS = {
     "serve": (serve, "serve the HTTP API (one uvicorn process; scale by running more)"),
     "migrate": (
@@ -63,6 +72,11 @@ COMMANDS = {
         " never drops data) and grant APP_DB_USER data access; needs elevated credentials",
     ),
     "seed": (seed, "insert the tutorial's three users unless they exist (safe to rerun)"),
+    "relay": (
+        relay,
+        "publish the event outbox to RabbitMQ without serving HTTP (for a separate relay;"
+        " serving instances run one too unless RELAY_ENABLED=false)",
+    ),
 }
 
 

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import random
+import signal
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -268,3 +269,21 @@ class OutboxRelay:
         while not self._stopping:
             await self.wake.wait()
             self.wake.clear()
+
+
+async def run_relay(settings: Settings) -> None:
+    """Run only the relay, for operators who keep it apart from serving; stops on SIGTERM/SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    pool = await db.create_pool(settings)
+    try:
+        relay = OutboxRelay(settings, pool, asyncio.Event())
+        relay.start()
+        logger.info("relay: running; publishing the outbox of %s", settings.pgdatabase)
+        await stop.wait()
+        logger.info("relay: stopping")
+        await relay.stop()
+    finally:
+        await pool.close()
