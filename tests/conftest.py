@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -28,6 +29,30 @@ def base_settings(**overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def service_env(**values: str) -> dict[str, str]:
+    """This process's environment without anything the service or libpq reads, plus `values`.
+
+    A subprocess started with it sees only the configuration the test gives it, whatever the
+    developer's shell has exported.
+    """
+    read = {name.upper() for name in Settings.model_fields} | {"NODE_ENV"}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in read and not name.startswith(("PG", "AMQP"))
+    }
+    env.update(values)
+    return env
 
 
 async def drop_database(settings: Settings) -> None:

@@ -1,0 +1,187 @@
+"""scripts/dev: the tutorial on a PostgreSQL from PG* or an embedded one, stopped by Ctrl-C."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from messenger.settings import Settings
+from tests.conftest import base_settings, drop_database, free_port, service_env
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV = ROOT / "scripts" / "dev"
+# The first run may install the `local` extra into .venv.
+START_TIMEOUT = 240.0
+STOP_TIMEOUT = 30.0
+
+pytestmark = pytest.mark.timeout(600)
+
+
+class DevScript:
+    """scripts/dev running in its own process group, as a terminal would run it."""
+
+    def __init__(self, env: dict[str, str], output: Path) -> None:
+        self.port = int(env["PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = output
+        with output.open("ab") as sink:
+            self.process = subprocess.Popen(
+                [str(DEV)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pgid = self.process.pid
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"scripts/dev exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).text == "OK":
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"scripts/dev did not serve within {START_TIMEOUT}s:\n{self.log()}")
+
+    def interrupt(self) -> int:
+        """Ctrl-C: SIGINT to the whole process group, as the terminal sends it."""
+        os.killpg(self.pgid, signal.SIGINT)
+        return self.process.wait(timeout=STOP_TIMEOUT)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.pgid, signal.SIGKILL)
+            self.process.wait()
+
+
+def live_processes(*, group: int | None = None, argument: str | None = None) -> list[str]:
+    """Processes (not zombies) in process group `group` or with `argument` in their command."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        state, _, process_group = stat.rpartition(")")[2].split()[:3]
+        if state == "Z":
+            continue
+        if (group is not None and int(process_group) == group) or (
+            argument is not None and argument in command
+        ):
+            found.append(f"{entry.name} {command}")
+    return found
+
+
+def nothing_left(dev: DevScript, argument: str | None = None) -> list[str]:
+    """What scripts/dev left running, waiting a moment for processes that are on their way out."""
+    deadline = time.monotonic() + 10
+    while True:
+        left = live_processes(group=dev.pgid, argument=argument)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def tutorial_step(dev: DevScript) -> httpx.Response:
+    """Create the tutorial's conversation between users 1 and 2 (or find it) and send into it."""
+    created = httpx.post(f"{dev.url}/conversations", json={"participant_ids": [1, 2]})
+    assert created.status_code in (201, 400), created.text
+    listed = httpx.get(f"{dev.url}/conversations", headers={"User-Id": "1"}).json()
+    conversation_id = listed["conversations"][0]["id"]
+    sent = httpx.post(
+        f"{dev.url}/conversations/{conversation_id}/messages",
+        headers={"User-Id": "1"},
+        json={"content": "This is the first message"},
+    )
+    assert sent.status_code == 201, sent.text
+    return httpx.get(f"{dev.url}/conversations/{conversation_id}/messages")
+
+
+@pytest.fixture
+def system_database() -> Iterator[Settings]:
+    settings = base_settings(pgdatabase=f"messenger_dev_{uuid.uuid4().hex[:12]}")
+    yield settings
+    asyncio.run(drop_database(settings))
+
+
+def test_dev_serves_the_tutorial_on_the_postgresql_named_by_pg_variables(
+    system_database: Settings, tmp_path: Path
+) -> None:
+    password = system_database.pgpassword
+    env = service_env(
+        PGHOST=system_database.pghost,
+        PGPORT=str(system_database.pgport),
+        PGUSER=system_database.pguser,
+        PGPASSWORD=password.get_secret_value() if password else "",
+        PGDATABASE=system_database.pgdatabase,
+        PORT=str(free_port()),
+        DEV_PGDATA=str(tmp_path / "unused"),
+    )
+    dev = DevScript(env, tmp_path / "dev.log")
+    try:
+        dev.wait_until_healthy()
+        messages = tutorial_step(dev).json()["messages"]
+        assert [m["content"] for m in messages] == ["This is the first message"]
+        assert messages[0]["username"] == "James Blanderphone"
+
+        assert dev.interrupt() == 0, dev.log()
+        assert nothing_left(dev) == []
+    finally:
+        dev.kill()
+    log = dev.log()
+    assert f"{system_database.pgdatabase!r} created" in log
+    assert "seed: 3 users created" in log
+    assert "RabbitMQ:" in log
+    assert not (tmp_path / "unused").exists(), "the embedded PostgreSQL must not start"
+
+
+@pytest.fixture
+def embedded_data(tmp_path: Path) -> Iterator[Path]:
+    """A data folder for the embedded server; its server is stopped if a test left it running."""
+    data = tmp_path / "pgdata"
+    yield data
+    pid_file = data / "postmaster.pid"
+    if pid_file.exists() and live_processes(argument=str(data)):
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+
+
+def test_dev_runs_an_embedded_postgresql_whose_data_survives_a_restart(
+    embedded_data: Path, tmp_path: Path
+) -> None:
+    data = embedded_data
+    env = service_env(DEV_PGDATA=str(data), PORT=str(free_port()))
+    for run in (1, 2):
+        dev = DevScript(env, tmp_path / f"dev{run}.log")
+        try:
+            dev.wait_until_healthy()
+            assert live_processes(argument=str(data)), "the embedded server should be running"
+            messages = tutorial_step(dev).json()["messages"]
+            assert [m["content"] for m in messages] == ["This is the first message"] * run
+            assert [m["index"] for m in messages] == [str(i) for i in range(1, run + 1)]
+
+            assert dev.interrupt() == 0, dev.log()
+            assert nothing_left(dev, argument=str(data)) == []
+        finally:
+            dev.kill()
+        log = dev.log()
+        assert "PostgreSQL: embedded" in log
+        assert "stopping the embedded PostgreSQL" in log
+        assert ("seed: 3 users created" if run == 1 else "seed: 0 users created") in log
