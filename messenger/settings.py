@@ -117,7 +117,11 @@ class Settings(BaseSettings):
         profile = lowered.get("messenger_env") or lowered.get("node_env") or "development"
         defaults = PROFILE_DEFAULTS.get(str(profile).lower())
         if defaults is None:
-            return data  # the Literal check on messenger_env reports the unknown profile
+            # Said here, once: without a profile every variable it defaults would be "required".
+            # The environment source files NODE_ENV under messenger_env, so name both.
+            raise ValueError(
+                "MESSENGER_ENV/NODE_ENV: expected 'production', 'development' or 'test'"
+            )
         for key, value in lowered.items():
             if isinstance(value, str) and key in {"log_level", "log_format", "messenger_env"}:
                 lowered[key] = value.lower()
@@ -142,8 +146,11 @@ def describe_errors(error: ValidationError) -> list[str]:
     """One line per problem, naming the environment variable and never echoing its value."""
     lines = []
     for item in error.errors(include_input=False, include_url=False):
-        name = str(item["loc"][0]).upper() if item["loc"] else "configuration"
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:  # a check across variables: its message names them
+            lines.append(message)
+            continue
+        name = str(item["loc"][0]).upper()
         if item["type"] == "missing":
             message = "is required (set it in the environment)"
         elif item["type"] == "literal_error":
