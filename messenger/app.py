@@ -2,11 +2,13 @@
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from messenger import db, handlers
@@ -19,12 +21,30 @@ from messenger.settings import Settings
 
 logger = logging.getLogger("messenger")
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def by_method(**handlers: Handler) -> Handler:
+    """One endpoint for a path served by several methods, so a 405 lists all of them in Allow."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers[request.method.lower()](request)
+
+    return endpoint
+
+
 ROUTES = [
     Route("/health", handlers.health, methods=["GET"], name="health"),
-    Route("/conversations", handlers.create_conversation, methods=["POST"]),
-    Route("/conversations", handlers.list_conversations, methods=["GET"]),
-    Route("/conversations/{conversation_id}/messages", handlers.send_message, methods=["POST"]),
-    Route("/conversations/{conversation_id}/messages", handlers.list_messages, methods=["GET"]),
+    Route(
+        "/conversations",
+        by_method(get=handlers.list_conversations, post=handlers.create_conversation),
+        methods=["GET", "POST"],
+    ),
+    Route(
+        "/conversations/{conversation_id}/messages",
+        by_method(get=handlers.list_messages, post=handlers.send_message),
+        methods=["GET", "POST"],
+    ),
     Route(
         "/conversations/{conversation_id}/view_horizon",
         handlers.set_view_horizon,
