@@ -1,0 +1,300 @@
+"""The request body limit: npm-style sizes, and 413 before any handler or database work."""
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from messenger.body_limit import parse_size
+from messenger.errors import BODY_TOO_LARGE
+from messenger.settings import Settings
+from tests import factories
+from tests.conftest import free_port, service_env
+
+KB = 1024
+LIMIT = 100 * KB  # JSON_BODY_LIMIT's default, `100kb`
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("100kb", 102_400),
+        ("1.5mb", 1_572_864),
+        ("1KB", 1024),
+        ("1Kb", 1024),
+        ("512", 512),
+        ("512b", 512),
+        ("1gb", 1 << 30),
+        ("0.5kb", 512),
+        (" 2 mb ", 2 << 20),
+        (2048, 2048),
+    ],
+)
+def test_sizes_read_like_the_npm_bytes_package(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["12xb", "-1", "abc", "", "kb", "1..5mb", -1, True, None])
+def test_sizes_that_are_not_sizes_are_refused(text: object) -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size(text)
+
+
+def message_body(size: int) -> bytes:
+    """A send-message JSON body of exactly `size` bytes."""
+    overhead = len(json.dumps({"content": ""}).encode())
+    body = json.dumps({"content": "x" * (size - overhead)}).encode()
+    assert len(body) == size
+    return body
+
+
+@pytest.fixture
+async def conversation(client: httpx.AsyncClient, pool: asyncpg.Pool) -> str:
+    first, second = await factories.users(pool, "Ann", "Bob")
+    return await factories.conversation(client, first, second)
+
+
+async def post_message(
+    client: httpx.AsyncClient, conversation_id: str, body: bytes, user_id: str = "1"
+) -> httpx.Response:
+    return await client.post(
+        f"/conversations/{conversation_id}/messages",
+        headers={"User-Id": user_id, "Content-Type": "application/json"},
+        content=body,
+    )
+
+
+async def test_a_body_of_99_kb_is_accepted_at_100kb(
+    client: httpx.AsyncClient, conversation: str
+) -> None:
+    response = await post_message(client, conversation, message_body(99 * KB))
+    assert response.status_code == 201, response.text
+
+
+async def test_a_body_of_exactly_the_limit_is_accepted(
+    client: httpx.AsyncClient, conversation: str
+) -> None:
+    response = await post_message(client, conversation, message_body(LIMIT))
+    assert response.status_code == 201, response.text
+
+
+async def test_a_body_of_101_kb_is_refused_with_413_json(
+    client: httpx.AsyncClient, conversation: str
+) -> None:
+    response = await post_message(client, conversation, message_body(101 * KB))
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": BODY_TOO_LARGE}
+
+
+async def test_one_byte_over_the_limit_is_refused(
+    client: httpx.AsyncClient, conversation: str
+) -> None:
+    response = await post_message(client, conversation, message_body(LIMIT + 1))
+    assert response.status_code == 413
+
+
+async def test_a_refused_send_leaves_no_message_and_no_event(
+    client: httpx.AsyncClient, conversation: str, pool: asyncpg.Pool
+) -> None:
+    response = await post_message(client, conversation, message_body(101 * KB))
+    assert response.status_code == 413
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+    assert await pool.fetchval("SELECT last_index FROM channels") == 0
+
+
+async def test_the_limit_is_checked_before_the_handler_looks_at_anything(
+    client: httpx.AsyncClient,
+) -> None:
+    # The handler would answer 400 (no User-Id) or 404 (no such conversation).
+    unknown = await client.post("/conversations/999/messages", content=message_body(101 * KB))
+    assert unknown.status_code == 413
+    assert unknown.json() == {"error": BODY_TOO_LARGE}
+
+
+async def test_a_smaller_configured_limit_applies(settings: Settings, pool: asyncpg.Pool) -> None:
+    from asgi_lifespan import LifespanManager
+
+    from messenger.app import create_app
+
+    app = create_app(settings.model_copy(update={"json_body_limit": parse_size("1kb")}))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://messenger") as client:
+            small = await client.post("/conversations", json={"participant_ids": [1, 1]})
+            large = await client.post("/conversations", content=b" " * (KB + 1))
+    assert small.status_code == 400
+    assert large.status_code == 413
+
+
+# Over a real socket, against `python -m messenger serve`: what the in-process client cannot
+# do is send headers without a body, or a body without Content-Length.
+
+
+@pytest.fixture(scope="module")
+def server(database: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The service as production runs it, on a free port of 127.0.0.1; yields the port."""
+    port = free_port()
+    password = database.pgpassword
+    env = service_env(
+        MESSENGER_ENV="test",
+        HOST="127.0.0.1",
+        PORT=str(port),
+        PGHOST=database.pghost,
+        PGPORT=str(database.pgport),
+        PGUSER=database.pguser,
+        PGPASSWORD=password.get_secret_value() if password else "",
+        PGDATABASE=database.pgdatabase,
+        RELAY_ENABLED="false",
+        JSON_BODY_LIMIT="100kb",
+    )
+    log = Path(tmp_path_factory.mktemp("server")) / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "messenger", "serve"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"serve exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"serve did not answer within 30s:\n{log.read_text()}")
+                time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Connection:
+    """A raw HTTP/1.1 connection, so a test decides exactly which bytes go out and when."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> "Connection":
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def send_headers(self, target: str, headers: dict[str, str]) -> None:
+        lines = [
+            f"POST {target} HTTP/1.1",
+            "Host: 127.0.0.1",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        await self.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    async def send_chunks(
+        self, body: bytes, chunk_size: int = 8 * KB, *, last: bool = True
+    ) -> None:
+        """Send `body` with chunked transfer coding; without `last`, leave the body unfinished."""
+        for start in range(0, len(body), chunk_size):
+            chunk = body[start : start + chunk_size]
+            try:
+                await self.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except ConnectionError:
+                return  # the server answered and closed: the test reads the answer
+        if last:
+            await self.send(b"0\r\n\r\n")
+
+    async def response(self) -> tuple[int, dict[str, str], bytes]:
+        """Read one response (callers bound the wait: no answer is a failure, not a hang)."""
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        return status, headers, body
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+@pytest.fixture
+async def connection(server: int) -> AsyncIterator[Connection]:
+    conn = await Connection.open(server)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+CHUNKED = {"Transfer-Encoding": "chunked", "Content-Type": "application/json", "User-Id": "1"}
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(
+    connection: Connection, conversation: str, pool: asyncpg.Pool
+) -> None:
+    await connection.send_headers(f"/conversations/{conversation}/messages", CHUNKED)
+    # The body is never finished: a server waiting for its end would never answer.
+    await connection.send_chunks(message_body(120 * KB), last=False)
+    async with asyncio.timeout(10):
+        status, headers, body = await connection.response()
+    assert status == 413
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": BODY_TOO_LARGE}
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_a_chunked_body_under_the_limit_is_served(
+    connection: Connection, conversation: str, pool: asyncpg.Pool
+) -> None:
+    await connection.send_headers(f"/conversations/{conversation}/messages", CHUNKED)
+    await connection.send_chunks(message_body(90 * KB))
+    async with asyncio.timeout(10):
+        status, _, body = await connection.response()
+    assert status == 201, body
+    assert json.loads(body)["message"]["index"] == 1
+    assert await pool.fetchval("SELECT length(content) FROM messages") > 89 * KB
+
+
+async def test_a_large_content_length_is_refused_without_waiting_for_the_body(
+    connection: Connection, conversation: str
+) -> None:
+    headers = {"Content-Length": str(10 << 20), "Content-Type": "application/json", "User-Id": "1"}
+    await connection.send_headers(f"/conversations/{conversation}/messages", headers)
+    async with asyncio.timeout(5):  # the 10 MB body never comes
+        status, _, body = await connection.response()
+    assert status == 413
+    assert json.loads(body) == {"error": BODY_TOO_LARGE}
+
+
+async def test_a_body_under_the_limit_with_content_length_is_served_over_a_socket(
+    server: int, conversation: str
+) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server}") as client:
+        accepted = await post_message(client, conversation, message_body(99 * KB))
+        refused = await post_message(client, conversation, message_body(101 * KB))
+    assert accepted.status_code == 201, accepted.text
+    assert refused.status_code == 413
+    assert refused.json() == {"error": BODY_TOO_LARGE}
