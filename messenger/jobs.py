@@ -20,6 +20,14 @@ logger = logging.getLogger("messenger.jobs")
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 MAINTENANCE_DATABASE = "postgres"
+SEED_LOCK = 0x73656564  # "seed"
+INSERT_MISSING_USERS = """
+INSERT INTO users (name)
+SELECT name FROM unnest($1::text[]) WITH ORDINALITY AS seed(name, position)
+WHERE NOT EXISTS (SELECT FROM users WHERE users.name = seed.name)
+ORDER BY position
+RETURNING id, name
+"""
 SEED_USERS = ("James Blanderphone", "Normalavian Ropetoter", "Flambaravo Chortleblatt")
 
 
@@ -133,16 +141,10 @@ async def seed(settings: Settings) -> None:
     """Insert the tutorial's three users unless a user of that name exists."""
     conn = await _connect(settings)
     try:
-        names = await conn.fetch(
-            """
-            INSERT INTO users (name)
-            SELECT name FROM unnest($1::text[]) WITH ORDINALITY AS seed(name, position)
-            WHERE NOT EXISTS (SELECT FROM users WHERE users.name = seed.name)
-            ORDER BY position
-            RETURNING id, name
-            """,
-            list(SEED_USERS),
-        )
+        async with conn.transaction():
+            # Concurrent seeds take turns, so none inserts a user another is inserting.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", SEED_LOCK)
+            names = await conn.fetch(INSERT_MISSING_USERS, list(SEED_USERS))
     finally:
         await conn.close()
     for row in names:
@@ -150,10 +152,28 @@ async def seed(settings: Settings) -> None:
     print(f"seed: {len(names)} users created, {len(SEED_USERS) - len(names)} already present")
 
 
+async def schema_revision(settings: Settings) -> str | None:
+    """The alembic revision the database is at; None before the first migration."""
+    conn = await _connect(settings)
+    try:
+        revision: str | None = await conn.fetchval("SELECT version_num FROM alembic_version")
+    except asyncpg.UndefinedTableError:
+        return None
+    finally:
+        await conn.close()
+    return revision
+
+
 def run_migrate(settings: Settings) -> None:
     try:
         asyncio.run(ensure_database(settings))
+        before = asyncio.run(schema_revision(settings))
         upgrade(settings)
+        after = asyncio.run(schema_revision(settings))
+        if before == after:
+            print(f"schema already at {after}: nothing to migrate")
+        else:
+            print(f"schema migrated from {before or 'empty'} to {after}")
         asyncio.run(grant_application_role(settings))
     except DBAPIError as error:
         # SQLAlchemy wraps the driver's exception; report the driver's words.
