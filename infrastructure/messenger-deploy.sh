@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Usage: CONSUL_HOST=consul-client CONSUL_PORT=8500 infrastructure/messenger-deploy.sh [--replicas N]
+# Starts one more messenger serving instance (N with --replicas) under a unique name, configured
+# from Consul KV (CONSUL_HTTP_ADDR, default http://localhost:8500). Each instance registers
+# with the Consul agent at CONSUL_HOST:CONSUL_PORT and the load balancer picks it up once its
+# health check passes. Remove instances with messenger-scale.sh.
+set -euo pipefail
+
+# Plain configuration.
+IMAGE="${MESSENGER_IMAGE:-messenger:latest}"
+NETWORK="messenger"
+MESSENGER_ENV="production"
+PORT=4000
+JSON_BODY_LIMIT="100kb"
+PGDATABASE="messenger"
+CONSUL_SERVICE_NAME="messenger"
+LOG_FORMAT="json"
+STOP_TIMEOUT=30 # seconds between SIGTERM (deregister, drain) and SIGKILL
+ROLE_LABEL="messenger.role=serve"
+
+# shellcheck source=infrastructure/deploy-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
+
+usage() { sed -n '2,6s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+replicas=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --replicas) [ $# -ge 2 ] || usage; replicas="$2"; shift 2 ;;
+    --replicas=*) replicas="${1#*=}"; shift ;;
+    *) usage ;;
+  esac
+done
+[[ "$replicas" =~ ^[1-9][0-9]*$ ]] || die "--replicas takes a positive number, got '${replicas}'"
+
+require_agent_address
+kv_load \
+  PGHOST=messenger-db-host \
+  PGPORT=messenger-db-port \
+  PGUSER=messenger-db-application-user \
+  PGPASSWORD=messenger-db-password-never-do-this \
+  AMQPHOST=amqp-host \
+  AMQPPORT=amqp-port
+
+# RabbitMQ credentials are not in the tutorial's KV: passed on when the caller sets them.
+broker_credentials=()
+[ -z "${AMQPUSER:-}" ] || broker_credentials+=(-e AMQPUSER)
+[ -z "${AMQPPASSWORD:-}" ] || broker_credentials+=(-e AMQPPASSWORD)
+
+for ((i = 0; i < replicas; i++)); do
+  name="messenger-$(random_suffix)"
+  # Secrets are passed as `-e NAME` (value from this environment), never on the command line.
+  docker run -d \
+    --name "$name" \
+    --hostname "$name" \
+    --network "$NETWORK" \
+    --label "$ROLE_LABEL" \
+    --restart unless-stopped \
+    --stop-timeout "$STOP_TIMEOUT" \
+    -e MESSENGER_ENV="$MESSENGER_ENV" \
+    -e PORT="$PORT" \
+    -e JSON_BODY_LIMIT="$JSON_BODY_LIMIT" \
+    -e LOG_FORMAT="$LOG_FORMAT" \
+    -e PGHOST -e PGPORT -e PGUSER -e PGPASSWORD -e PGDATABASE="$PGDATABASE" \
+    -e AMQPHOST -e AMQPPORT "${broker_credentials[@]}" \
+    -e CONSUL_SERVICE_NAME="$CONSUL_SERVICE_NAME" \
+    -e CONSUL_HOST="$CONSUL_HOST" \
+    -e CONSUL_PORT="$CONSUL_PORT" \
+    "$IMAGE" >/dev/null
+  log "started ${name}"
+  echo "$name"
+done

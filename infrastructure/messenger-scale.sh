@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Usage: CONSUL_HOST=consul-client CONSUL_PORT=8500 infrastructure/messenger-scale.sh REPLICAS
+# Brings the number of messenger serving instances to REPLICAS: starts the missing ones with
+# messenger-deploy.sh, or stops the newest extra ones with SIGTERM (`docker stop`), so each
+# deregisters from Consul and drains before it exits, then removes them.
+set -euo pipefail
+
+# Plain configuration.
+ROLE_LABEL="messenger.role=serve" # as set by messenger-deploy.sh
+STOP_TIMEOUT=30                   # seconds between SIGTERM and SIGKILL
+
+# shellcheck source=infrastructure/deploy-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
+
+[ $# -eq 1 ] && [[ "$1" =~ ^[0-9]+$ ]] || { sed -n '2,5s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+wanted="$1"
+
+# Newest first, as `docker ps` lists them.
+mapfile -t running < <(docker ps --filter "label=${ROLE_LABEL}" --format '{{.Names}}')
+count="${#running[@]}"
+log "${count} instance(s) running, ${wanted} wanted"
+
+if [ "$count" -lt "$wanted" ]; then
+  exec "$(dirname "${BASH_SOURCE[0]}")/messenger-deploy.sh" --replicas "$((wanted - count))"
+fi
+for name in "${running[@]:0:$((count - wanted))}"; do
+  log "stopping ${name} (SIGTERM, up to ${STOP_TIMEOUT}s to deregister and drain)"
+  docker stop --time "$STOP_TIMEOUT" "$name" >/dev/null
+  docker rm "$name" >/dev/null
+done
