@@ -1,4 +1,4 @@
-"""One log line per request, an `X-Request-Id` on every response, and the last-resort 500."""
+"""One log line and metrics per request, an `X-Request-Id` on each response, the last-resort 500."""
 
 import logging
 import re
@@ -9,6 +9,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messenger.errors import INTERNAL_ERROR, error_response
+from messenger.metrics import Metrics
 
 logger = logging.getLogger("messenger.access")
 
@@ -20,11 +21,13 @@ class AccessLogMiddleware:
     """Outermost application middleware.
 
     Unexpected exceptions stop here: the traceback is logged once with the request id and the
-    client gets a JSON 500 that names only that id.
+    client gets a JSON 500 that names only that id. With `metrics`, each request is also
+    counted and timed by route template and status.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,7 +58,10 @@ class AccessLogMiddleware:
             response = error_response(500, INTERNAL_ERROR.format(request_id=request_id))
             await response(scope, receive, send_with_id)
         finally:
-            duration_ms = (time.perf_counter() - started) * 1000
+            duration = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.observe_request(scope, status, duration)
+            duration_ms = duration * 1000
             logger.info(
                 "%s %s %d %.1fms",
                 scope["method"],

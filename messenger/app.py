@@ -11,11 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from messenger import db, handlers
+from messenger import db, discovery, handlers
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
+from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
 from messenger.events import OutboxRelay
+from messenger.metrics import Metrics
 from messenger.services import Services
 from messenger.settings import Settings
 
@@ -35,6 +37,8 @@ def by_method(**handlers: Handler) -> Handler:
 
 ROUTES = [
     Route("/health", handlers.health, methods=["GET"], name="health"),
+    Route("/health/ready", handlers.ready, methods=["GET"], name="ready"),
+    Route("/metrics", handlers.metrics, methods=["GET"], name="metrics"),
     Route(
         "/conversations",
         by_method(get=handlers.list_conversations, post=handlers.create_conversation),
@@ -53,18 +57,28 @@ ROUTES = [
 ]
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, registration: Registration | None = None) -> Starlette:
+    """The app; `registration` is shared with the entrypoint that deregisters on a signal.
+
+    Without one, a registration is made when CONSUL_SERVICE_NAME is set.
+    """
+    registration = registration or Registration.for_settings(settings)
+    metrics = Metrics(ROUTES)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         pool = await db.create_pool(settings)
         try:
             await db.check_reachable(pool, settings)
-            services = Services(settings=settings, pool=pool)
+            services = Services(
+                settings=settings, pool=pool, discovery=registration, metrics=metrics
+            )
             if settings.relay_enabled:
                 services.relay = OutboxRelay(settings, pool, services.outbox_pending)
                 services.relay.start()
             try:
-                yield {"services": services}
+                async with discovery.registered(registration):
+                    yield {"services": services}
             finally:
                 if services.relay is not None:
                     await services.relay.stop()
@@ -72,7 +86,7 @@ def create_app(settings: Settings) -> Starlette:
             await pool.close()
 
     middleware = [
-        Middleware(AccessLogMiddleware),
+        Middleware(AccessLogMiddleware, metrics=metrics),
         Middleware(
             CORSMiddleware,
             allow_origins=["*"],

@@ -21,9 +21,14 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from messenger.app import create_app
+    from messenger.discovery import Registration
+    from messenger.server import Server
 
+    # One registration shared by the app (which registers) and the server (which deregisters
+    # first on a signal, before uvicorn stops accepting connections).
+    registration = Registration.for_settings(settings)
     config = uvicorn.Config(
-        lambda: create_app(settings),
+        lambda: create_app(settings, registration=registration),
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -33,9 +38,10 @@ def serve(settings: Settings) -> int:
         proxy_headers=True,
         forwarded_allow_ips="*",
         timeout_keep_alive=settings.keep_alive_timeout,
+        timeout_graceful_shutdown=settings.shutdown_drain_timeout,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    Server(config, registration=registration, grace=settings.shutdown_grace).run()
     return 0
 
 

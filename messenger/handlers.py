@@ -27,6 +27,7 @@ from messenger.errors import (
     BadRequest,
     NotFound,
 )
+from messenger.metrics import probe, readiness
 from messenger.services import Services
 
 MAX_ID = 2**63 - 1  # ids are PostgreSQL bigints
@@ -115,7 +116,26 @@ async def _membership_error(services: Services, conversation_id: int, user_id: i
 
 
 async def health(request: Request) -> Response:
+    """Liveness, as the Node service answered it: no dependency checks, so a database blip
+    does not make Consul deregister every instance at once."""
     return PlainTextResponse("OK")
+
+
+async def ready(request: Request) -> Response:
+    """Readiness as JSON; 503 while PostgreSQL is unreachable or the instance is leaving."""
+    services = Services.of(request)
+    is_ready, body = readiness(services, await probe(services))
+    return JSONResponse(body, status_code=200 if is_ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this instance's figures."""
+    services = Services.of(request)
+    assert services.metrics is not None
+    found = await probe(services)
+    accept = request.headers.get("accept", "")
+    content, content_type = services.metrics.render(services, found, accept)
+    return Response(content, headers={"Content-Type": content_type})
 
 
 async def create_conversation(request: Request) -> Response:

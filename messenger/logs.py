@@ -24,5 +24,7 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper())
     # Our access log replaces uvicorn's; its error log stays.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every Consul agent call at INFO; the discovery log reports what changed.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # aiormq logs every failed connection attempt as an error; the relay logs the outage once.
     logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)

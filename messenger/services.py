@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 import asyncpg
 from starlette.requests import Request
 
+from messenger.discovery import Registration
 from messenger.events import OutboxRelay
+from messenger.metrics import Metrics
 from messenger.settings import Settings
 
 
@@ -16,6 +18,8 @@ class Services:
     pool: asyncpg.Pool
     outbox_pending: asyncio.Event = field(default_factory=asyncio.Event)
     relay: OutboxRelay | None = None
+    discovery: Registration | None = None  # None: CONSUL_SERVICE_NAME unset, never registers
+    metrics: Metrics | None = None
 
     @staticmethod
     def of(request: Request) -> "Services":

@@ -1,9 +1,11 @@
 """Typed configuration from the environment, with the Node service's variable names and profiles."""
 
+import re
 import sys
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BeforeValidator,
     Field,
@@ -18,6 +20,18 @@ from messenger.body_limit import parse_size
 Profile = Literal["production", "development", "test"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+# A duration the way the Consul agent reads one (Go's time.ParseDuration): "15s", "1m", "1m30s".
+GO_DURATION = re.compile(r"0|(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+")
+
+
+def _check_go_duration(text: str) -> str:
+    if not GO_DURATION.fullmatch(text):
+        raise ValueError("expected a duration such as 10s, 1m or 1m30s")
+    return text
+
+
+GoDuration = Annotated[str, AfterValidator(_check_go_duration)]
 
 # Defaults each profile gave in the Node service's convict files; what a profile leaves out
 # must come from the environment.
@@ -104,6 +118,13 @@ class Settings(BaseSettings):
     consul_service_name: str | None = Field(default=None, min_length=1)
     consul_host: str = "consul-client"
     consul_port: Port = 8500
+    service_address: str | None = Field(default=None, min_length=1)
+    consul_check_interval: GoDuration = "15s"
+    consul_check_timeout: GoDuration = "5s"
+    consul_deregister_after: GoDuration = "1m"
+    # Docker stops a container 10 s after SIGTERM: grace + drain + the relay's flush fit in that.
+    shutdown_grace: float = Field(default=2.0, ge=0, le=60)
+    shutdown_drain_timeout: int = Field(default=4, ge=1, le=300)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

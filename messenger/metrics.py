@@ -1,0 +1,208 @@
+"""Prometheus metrics and readiness: request figures, and dependency figures read at scrape time."""
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
+
+from messenger import __version__, db
+from messenger.discovery import State
+
+if TYPE_CHECKING:
+    from messenger.services import Services
+
+PROBE_TIMEOUT = 2.0  # seconds a readiness probe or scrape waits for PostgreSQL
+UNMATCHED = "unmatched"  # the route label of paths no route knows, so junk URLs add no series
+
+# Request latencies of a chat API: milliseconds when healthy, seconds when PostgreSQL struggles.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What a readiness check or a scrape found out from PostgreSQL just now."""
+
+    database: bool
+    outbox_pending: int | None = None
+    outbox_oldest_age: float | None = None
+
+
+async def probe(services: "Services") -> Probe:
+    """Ask PostgreSQL for the outbox backlog; an answer also proves the database reachable."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            pending, oldest_age = await db.outbox_backlog(services.pool)
+    except db.DATABASE_ERRORS:
+        return Probe(database=False)
+    return Probe(database=True, outbox_pending=pending, outbox_oldest_age=oldest_age)
+
+
+def readiness(services: "Services", found: Probe) -> tuple[bool, dict[str, Any]]:
+    """Whether the instance should get traffic, and the figures that say why.
+
+    Only an unreachable database (or a shutdown under way) makes it unready: the outbox
+    keeps events while the broker is away, and Consul is the load balancer's concern.
+    """
+    relay = services.relay
+    registration = services.discovery
+    leaving = registration is not None and registration.state is State.DEREGISTERED
+    ready = found.database and not leaving
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "database": found.database,
+        "broker": None if relay is None else bool(relay.connected),
+        "outbox": {
+            "pending": found.outbox_pending,
+            "oldest_age_seconds": found.outbox_oldest_age,
+        },
+        "registered": None if registration is None else registration.state is State.REGISTERED,
+        "version": __version__,
+    }
+    return ready, body
+
+
+def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
+    """The path template of the route a request matched (`/conversations/{conversation_id}`).
+
+    The router records the route it chose; requests answered before routing (a preflight, a
+    body over the limit) are matched here against the same routes.
+    """
+    route = scope.get("route")
+    if route is None:
+        for candidate in routes:
+            match, _ = candidate.matches(scope)
+            if match is not Match.NONE:
+                route = candidate
+                break
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+class Metrics:
+    """One application's metrics, in a registry of its own (never the process-wide one)."""
+
+    def __init__(self, routes: Sequence[BaseRoute] = ()) -> None:
+        self.routes = routes
+        self.registry = CollectorRegistry()
+        labels = ["method", "route", "status"]
+        self.requests = Counter(
+            "messenger_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            labels,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "messenger_http_request_duration_seconds",
+            "Time from the request's arrival to the end of its response.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._figures = _ScrapeTimeFigures()
+        self.registry.register(self._figures)
+
+    def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
+        route = route_template(scope, self.routes)
+        labels = (scope["method"], route, str(status))
+        self.requests.labels(*labels).inc()
+        self.latency.labels(*labels).observe(seconds)
+
+    def render(self, services: "Services", found: Probe, accept: str) -> tuple[bytes, str]:
+        """The exposition (format chosen by the Accept header) and its content type."""
+        encode, content_type = choose_encoder(accept)
+        self._figures.current = (services, found)
+        try:
+            return encode(self.registry), content_type
+        finally:
+            self._figures.current = None
+
+
+class _ScrapeTimeFigures:
+    """Figures other objects keep (pool, relay, registration), read while a scrape renders."""
+
+    def __init__(self) -> None:
+        self.current: tuple[Services, Probe] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        if self.current is None:
+            return
+        services, found = self.current
+        yield _gauge("messenger_info", "The running version.", 1, version=__version__)
+        yield _gauge("messenger_database_up", "1 if PostgreSQL answered.", found.database)
+        if found.outbox_pending is not None:
+            yield _gauge(
+                "messenger_outbox_pending_events",
+                "Events written by sends and not yet confirmed by RabbitMQ.",
+                found.outbox_pending,
+            )
+        if found.outbox_oldest_age is not None:
+            yield _gauge(
+                "messenger_outbox_oldest_pending_age_seconds",
+                "How long the oldest pending event has waited (0 when none waits).",
+                found.outbox_oldest_age,
+            )
+        yield from _pool_figures(services)
+        yield from _relay_figures(services)
+        yield from _registration_figures(services)
+
+
+def _pool_figures(services: "Services") -> Iterable[Metric]:
+    pool = services.pool
+    size, idle = pool.get_size(), pool.get_idle_size()
+    connections = GaugeMetricFamily(
+        "messenger_db_pool_connections",
+        "Connections of the PostgreSQL pool, in use by a request or idle.",
+        labels=["state"],
+    )
+    connections.add_metric(["in_use"], size - idle)
+    connections.add_metric(["idle"], idle)
+    yield connections
+    yield _gauge("messenger_db_pool_max_connections", "The pool's size limit.", pool.get_max_size())
+
+
+def _relay_figures(services: "Services") -> Iterable[Metric]:
+    relay = services.relay
+    if relay is None:  # RELAY_ENABLED=false: this instance publishes nothing
+        return
+    yield CounterMetricFamily(
+        "messenger_events_published",
+        "Events RabbitMQ confirmed.",
+        value=relay.published,
+    )
+    yield CounterMetricFamily(
+        "messenger_events_publish_failures",
+        "Publish attempts that failed (the event stays in the outbox and is retried).",
+        value=relay.failed,
+    )
+    yield CounterMetricFamily(
+        "messenger_relay_reconnects",
+        "Connections to RabbitMQ made again after one was lost.",
+        value=relay.reconnects,
+    )
+    yield _gauge("messenger_relay_connected", "1 while connected to RabbitMQ.", relay.connected)
+
+
+def _registration_figures(services: "Services") -> Iterable[Metric]:
+    registration = services.discovery
+    if registration is None:  # CONSUL_SERVICE_NAME unset: this instance does not register
+        return
+    states = GaugeMetricFamily(
+        "messenger_consul_registration",
+        "1 for the instance's current Consul registration state.",
+        labels=["state"],
+    )
+    for state in State:
+        states.add_metric([state.value], int(registration.state is state))
+    yield states
+
+
+def _gauge(name: str, documentation: str, value: float, **labels: str) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=list(labels))
+    family.add_metric(list(labels.values()), float(value))
+    return family

@@ -1,0 +1,206 @@
+"""Readiness (`/health/ready`) and Prometheus metrics (`/metrics`) of a real app."""
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import aiormq
+import asyncpg
+import httpx
+from asgi_lifespan import LifespanManager
+from prometheus_client.parser import text_string_to_metric_families
+
+from messenger.app import create_app
+from messenger.settings import Settings
+from tests import factories
+from tests.consul_double import ConsulDouble
+from tests.processes import free_port
+
+AMQP_URL = (
+    f"amqp://guest:guest@{os.environ.get('AMQPHOST', '127.0.0.1')}:"
+    f"{os.environ.get('AMQPPORT', '5672')}/"
+)
+MESSAGES_ROUTE = "/conversations/{conversation_id}/messages"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples(exposition: str) -> Samples:
+    """Every sample of a Prometheus text exposition, keyed by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
+
+
+def value(found: Samples, name: str, **labels: str) -> float:
+    return found[(name, frozenset(labels.items()))]
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan, behind an in-process client."""
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://messenger") as client:
+            yield client
+
+
+async def scrape(client: httpx.AsyncClient) -> Samples:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return samples(response.text)
+
+
+async def test_ready_reports_every_dependency(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["database"] is True
+    assert body["broker"] is None  # RELAY_ENABLED=false: no broker to be connected to
+    assert body["outbox"] == {"pending": 0, "oldest_age_seconds": 0.0}
+    assert body["registered"] is None  # CONSUL_SERVICE_NAME unset
+
+
+async def test_ready_counts_the_events_waiting_in_the_outbox(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    first, second = await factories.users(pool, "Ada", "Grace")
+    conversation = await factories.conversation(client, first, second)
+    await factories.send(client, conversation, first)
+    await factories.send(client, conversation, second)
+    await pool.execute("UPDATE outbox SET created_at = created_at - interval '30 seconds'")
+
+    outbox = (await client.get("/health/ready")).json()["outbox"]
+    assert outbox["pending"] == 2
+    assert 30 <= outbox["oldest_age_seconds"] < 60
+
+
+async def test_ready_is_503_while_the_database_is_unreachable(settings: Settings) -> None:
+    unreachable = settings.model_copy(update={"pgport": free_port()})
+    async with running(unreachable) as client:
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["database"] is False
+        assert ready.json()["status"] == "unavailable"
+        # Liveness does not look at dependencies: a database blip must not deregister us.
+        health = await client.get("/health")
+        assert (health.status_code, health.text) == (200, "OK")
+        found = await scrape(client)
+        assert value(found, "messenger_database_up") == 0
+        assert not any(name.startswith("messenger_outbox") for name, _ in found)
+
+
+async def test_requests_are_counted_by_route_template_and_status(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    first, second = await factories.users(pool, "Ada", "Grace")
+    conversation = await factories.conversation(client, first, second)
+    await factories.send(client, conversation, first)
+    await client.get(f"/conversations/{conversation}/messages")
+    await client.get(f"/conversations/{conversation}/messages")
+    await client.get("/conversations/999999/messages")
+    await client.get("/no/such/route/12345")
+    await client.post("/conversations", content=b"x" * 200_000)
+
+    found = await scrape(client)
+    count = "messenger_http_requests_total"
+    assert value(found, count, method="GET", route=MESSAGES_ROUTE, status="200") == 2
+    assert value(found, count, method="GET", route=MESSAGES_ROUTE, status="404") == 1
+    assert value(found, count, method="POST", route=MESSAGES_ROUTE, status="201") == 1
+    assert value(found, count, method="POST", route="/conversations", status="201") == 1
+    assert value(found, count, method="POST", route="/conversations", status="413") == 1
+    assert value(found, count, method="GET", route="unmatched", status="404") == 1
+    latency = "messenger_http_request_duration_seconds_count"
+    assert value(found, latency, method="GET", route=MESSAGES_ROUTE, status="200") == 2
+    # Paths never become labels: unknown URLs cannot grow the number of series.
+    assert not any("12345" in label for _, labels in found for _, label in labels)
+
+
+async def test_metrics_show_the_pool_and_the_outbox(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    first, second = await factories.users(pool, "Ada", "Grace")
+    conversation = await factories.conversation(client, first, second)
+    await factories.send(client, conversation, first)
+
+    found = await scrape(client)
+    assert value(found, "messenger_database_up") == 1
+    assert value(found, "messenger_outbox_pending_events") == 1
+    assert value(found, "messenger_outbox_oldest_pending_age_seconds") >= 0
+    assert value(found, "messenger_db_pool_max_connections") == 10
+    in_use = value(found, "messenger_db_pool_connections", state="in_use")
+    idle = value(found, "messenger_db_pool_connections", state="idle")
+    assert in_use == 0  # the scrape's own backlog query gave its connection back
+    assert idle >= 1
+    assert ("messenger_relay_connected", frozenset()) not in found  # no relay, no relay figures
+
+
+async def test_metrics_show_the_relay_figures(
+    settings: Settings, pool: asyncpg.Pool, clean: None
+) -> None:
+    queue = f"test_metrics_queue_{uuid.uuid4().hex[:10]}"
+    with_relay = settings.model_copy(
+        update={"relay_enabled": True, "amqp_queue": queue, "relay_sweep_interval": 0.1}
+    )
+    try:
+        async with running(with_relay) as client:
+            first, second = await factories.users(pool, "Ada", "Grace")
+            conversation = await factories.conversation(client, first, second)
+            await factories.send(client, conversation, first)
+            await factories.send(client, conversation, second)
+            for _ in range(100):
+                found = await scrape(client)
+                if found.get(("messenger_events_published_total", frozenset())) == 2:
+                    break
+                await asyncio.sleep(0.1)
+
+            assert value(found, "messenger_events_published_total") == 2
+            assert value(found, "messenger_events_publish_failures_total") == 0
+            assert value(found, "messenger_relay_reconnects_total") == 0
+            assert value(found, "messenger_relay_connected") == 1
+            assert value(found, "messenger_outbox_pending_events") == 0
+            assert (await client.get("/health/ready")).json()["broker"] is True
+    finally:
+        connection = await aiormq.connect(AMQP_URL)
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
+        await connection.close()
+
+
+async def test_metrics_and_ready_show_the_consul_registration(
+    settings: Settings, clean: None
+) -> None:
+    with ConsulDouble() as consul:
+        registering = settings.model_copy(
+            update={
+                "consul_service_name": "messenger",
+                "consul_host": "127.0.0.1",
+                "consul_port": consul.port,
+                "service_address": "10.1.2.3",
+            }
+        )
+        async with running(registering) as client:
+            await asyncio.to_thread(consul.wait_for, lambda: bool(consul.services))
+            found = await scrape(client)
+            registration = "messenger_consul_registration"
+            assert value(found, registration, state="registered") == 1
+            assert value(found, registration, state="pending") == 0
+            assert value(found, registration, state="deregistered") == 0
+            assert (await client.get("/health/ready")).json()["registered"] is True
+
+
+async def test_each_app_counts_only_its_own_requests(settings: Settings, clean: None) -> None:
+    labels = {"method": "GET", "route": "/health", "status": "200"}
+    async with running(settings) as first, running(settings) as second:
+        await first.get("/health")
+        await first.get("/health")
+        assert value(await scrape(first), "messenger_http_requests_total", **labels) == 2
+        other = await scrape(second)
+        assert ("messenger_http_requests_total", frozenset(labels.items())) not in other
