@@ -21,6 +21,7 @@ logger = logging.getLogger("messenger.jobs")
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 MAINTENANCE_DATABASE = "postgres"
 SEED_LOCK = 0x73656564  # "seed"
+GRANT_LOCK = 0x6772616E  # "gran"
 INSERT_MISSING_USERS = """
 INSERT INTO users (name)
 SELECT name FROM unnest($1::text[]) WITH ORDINALITY AS seed(name, position)
@@ -68,7 +69,9 @@ async def ensure_database(settings: Settings) -> None:
         statement = await conn.fetchval("SELECT format('CREATE DATABASE %I', $1::text)", name)
         try:
             await conn.execute(statement)
-        except asyncpg.DuplicateDatabaseError:
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            # A job creating it at the same moment makes PostgreSQL fail the catalog insert
+            # (unique violation on pg_database) instead of reporting a duplicate database.
             print(f"database {name!r} was created by a concurrent job")
         else:
             print(f"database {name!r} created")
@@ -98,6 +101,9 @@ async def grant_application_role(settings: Settings) -> None:
         raise JobFailed("APP_DB_USER must differ from the migrator's PGUSER")
     conn = await _connect(settings)
     try:
+        # Migrators started together take turns here: concurrent GRANTs on one object fail
+        # with "tuple concurrently updated". The lock goes with the connection.
+        await conn.execute("SELECT pg_advisory_lock($1)", GRANT_LOCK)
         exists = await conn.fetchval(
             "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", role
         )
@@ -113,7 +119,7 @@ async def grant_application_role(settings: Settings) -> None:
             try:
                 await conn.execute(statement)
                 print(f"role {role!r} created")
-            except asyncpg.DuplicateObjectError:
+            except (asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
                 print(f"role {role!r} was created by a concurrent job")
         statements = [
             "GRANT CONNECT ON DATABASE %I TO %I",

@@ -1,0 +1,426 @@
+"""The migrator role's jobs, run as production runs them: `python -m messenger migrate | seed`."""
+
+import asyncio
+import contextlib
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from alembic.script import ScriptDirectory
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
+
+from messenger import jobs
+from messenger.app import create_app
+from messenger.db import connect_kwargs
+from messenger.errors import CONVERSATION_EXISTS
+from messenger.settings import Settings
+from tests import factories
+from tests.conftest import base_settings, drop_database, free_port, service_env
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+NODE_TABLES = ("users", "channels", "users_channels", "messages")
+SECRET = "s3cr3t-migrator-password"
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@dataclass(frozen=True)
+class Job:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+async def job(command: str, settings: Settings, **variables: str) -> Job:
+    """Run `python -m messenger COMMAND` against `settings`' server and database."""
+    password = settings.pgpassword
+    env = service_env(
+        MESSENGER_ENV="test",
+        PGHOST=settings.pghost,
+        PGPORT=str(settings.pgport),
+        PGUSER=settings.pguser,
+        PGPASSWORD=password.get_secret_value() if password else "",
+        PGDATABASE=settings.pgdatabase,
+        **variables,
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "messenger",
+        command,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(120):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return Job(process.returncode, stdout.decode(), stderr.decode())
+
+
+def head(settings: Settings) -> str:
+    revision = ScriptDirectory.from_config(jobs.alembic_config(settings)).get_current_head()
+    assert revision is not None
+    return revision
+
+
+async def connect(settings: Settings, database: str | None = None) -> asyncpg.Connection:
+    return await asyncpg.connect(**connect_kwargs(settings, database=database))
+
+
+async def fetch(settings: Settings, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await connect(settings)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def schema_versions(settings: Settings) -> list[str]:
+    return [row["version_num"] for row in await fetch(settings, "SELECT * FROM alembic_version")]
+
+
+@pytest.fixture
+async def fresh() -> AsyncIterator[Settings]:
+    """Settings naming a database that does not exist yet; dropped after the test.
+
+    The name needs quoting in SQL (a dash, capitals), as a careless CREATE DATABASE would show.
+    """
+    settings = base_settings(pgdatabase=f"Messenger-Jobs-{uuid.uuid4().hex[:10]}")
+    yield settings
+    await drop_database(settings)
+
+
+@pytest.fixture
+async def app_role(fresh: Settings) -> AsyncIterator[tuple[str, str]]:
+    """A name and password for the least-privilege role; the role is dropped after the test."""
+    role = f"messenger_app_{uuid.uuid4().hex[:10]}"
+    yield role, f"app-{uuid.uuid4().hex}"
+    await drop_database(fresh)  # first: the role's privileges on it would keep the role alive
+    conn = await connect(fresh, "postgres")
+    try:
+        await conn.execute(
+            await conn.fetchval("SELECT format('DROP ROLE IF EXISTS %I', $1::text)", role)
+        )
+    finally:
+        await conn.close()
+
+
+async def create_empty_database(settings: Settings) -> None:
+    conn = await connect(settings, "postgres")
+    try:
+        await conn.execute(
+            await conn.fetchval(
+                "SELECT format('CREATE DATABASE %I', $1::text)", settings.pgdatabase
+            )
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def node_database(fresh: Settings) -> Settings:
+    """A database as the Node service left it: its schema script and rows with its defects."""
+    await create_empty_database(fresh)
+    conn = await connect(fresh)
+    try:
+        for script in ("node_schema.sql", "node_rows.sql"):
+            await conn.execute((FIXTURES / script).read_text())
+    finally:
+        await conn.close()
+    return fresh
+
+
+@contextlib.asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app on `settings`, lifespan included, behind an in-process client."""
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://messenger") as client:
+            yield client
+
+
+# Creating and migrating
+
+
+async def test_migrate_creates_a_database_whose_name_needs_quoting_and_reaches_head(
+    fresh: Settings,
+) -> None:
+    result = await job("migrate", fresh)
+
+    assert result.returncode == 0, result.output
+    assert f"database {fresh.pgdatabase!r} created" in result.stdout
+    assert "Running upgrade  -> 0001_node_schema" in result.stdout
+    assert result.stdout.rstrip().endswith("migrate: done")
+    assert await schema_versions(fresh) == [head(fresh)]
+    tables = await fetch(fresh, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    assert {row["tablename"] for row in tables} >= {*NODE_TABLES, "outbox", "alembic_version"}
+    folded = await fetch(
+        fresh, "SELECT FROM pg_database WHERE datname = $1", fresh.pgdatabase.lower()
+    )
+    assert folded == [], "the name must not be case-folded into another database"
+
+
+async def test_rerunning_migrate_changes_nothing_and_keeps_the_data(fresh: Settings) -> None:
+    assert (await job("migrate", fresh)).returncode == 0
+    await fetch(fresh, "INSERT INTO users (name) VALUES ('kept')")
+
+    again = await job("migrate", fresh)
+
+    assert again.returncode == 0, again.output
+    assert f"database {fresh.pgdatabase!r} exists" in again.stdout
+    assert "Running upgrade" not in again.stdout
+    assert await schema_versions(fresh) == [head(fresh)]
+    assert [row["name"] for row in await fetch(fresh, "SELECT name FROM users")] == ["kept"]
+
+
+async def test_two_migrators_started_together_both_succeed_and_migrate_once(
+    fresh: Settings,
+) -> None:
+    first, second = await asyncio.gather(job("migrate", fresh), job("migrate", fresh))
+
+    assert (first.returncode, second.returncode) == (0, 0), first.output + second.output
+    both = first.stdout + second.stdout
+    assert both.count("Running upgrade  -> 0001_node_schema") == 1, both
+    assert both.count(f"database {fresh.pgdatabase!r} created") == 1, both
+    assert await schema_versions(fresh) == [head(fresh)]
+
+
+# Seeding
+
+
+async def test_seed_creates_the_three_tutorial_users_once(fresh: Settings) -> None:
+    assert (await job("migrate", fresh)).returncode == 0
+
+    first = await job("seed", fresh)
+    again = await job("seed", fresh)
+
+    assert first.returncode == 0, first.output
+    assert "seed: 3 users created, 0 already present" in first.stdout
+    assert again.returncode == 0, again.output
+    assert "seed: 0 users created, 3 already present" in again.stdout
+    users = await fetch(fresh, "SELECT id, name FROM users ORDER BY id")
+    assert [(row["id"], row["name"]) for row in users] == list(enumerate(jobs.SEED_USERS, start=1))
+
+
+async def test_seed_before_migrate_says_to_migrate_first(fresh: Settings) -> None:
+    await create_empty_database(fresh)
+
+    result = await job("seed", fresh)
+
+    assert result.returncode == 1
+    assert "run `python -m messenger migrate` first" in result.stderr
+
+
+# Adopting a database the Node service created
+
+
+async def test_migrate_adopts_a_node_database_keeping_every_row(node_database: Settings) -> None:
+    columns = "id, content, user_id, channel_id, inserted_at"
+    messages_before = await fetch(node_database, f"SELECT {columns} FROM messages ORDER BY id")
+    members_before = await fetch(node_database, "SELECT * FROM users_channels ORDER BY 1, 2")
+    users_before = await fetch(node_database, "SELECT * FROM users ORDER BY id")
+
+    result = await job("migrate", node_database)
+
+    assert result.returncode == 0, result.output
+    assert "adopting the existing Node schema" in result.stdout
+    assert (
+        "renumbered 4 messages with duplicate indexes in 2 conversations (ids 1, 2),"
+        " in order of inserted_at, id"
+    ) in result.stdout
+    assert "conversations 4 keep their messages but have no member pair" in result.stdout
+    assert await schema_versions(node_database) == [head(node_database)]
+    assert await fetch(node_database, f"SELECT {columns} FROM messages ORDER BY id") == (
+        messages_before
+    )
+    members_after = await fetch(
+        node_database,
+        "SELECT channel_id, user_id, last_viewed_index, inserted_at"
+        " FROM users_channels ORDER BY 1, 2",
+    )
+    assert members_after == members_before
+    assert await fetch(node_database, "SELECT * FROM users ORDER BY id") == users_before
+    indexes = await fetch(node_database, "SELECT id, index FROM messages ORDER BY id")
+    assert {row["id"]: row["index"] for row in indexes} == {
+        # 1 renumbered by (inserted_at, id); 2 tied on time, by id; 3 and 4 as they were
+        **{1: 1, 2: 2, 3: 3, 4: 4},
+        **{5: 1, 6: 2},
+        **{7: 1, 8: 2},
+        9: 1,
+    }
+
+
+async def test_after_adopting_sends_continue_and_pairs_are_known(
+    node_database: Settings,
+) -> None:
+    assert (await job("migrate", node_database)).returncode == 0
+    async with app_client(node_database) as client:
+        await check_sends_and_pairs_after_adoption(client)
+
+
+async def check_sends_and_pairs_after_adoption(client: httpx.AsyncClient) -> None:
+    # The next index of each conversation follows its highest (renumbered) one.
+    next_indexes = {
+        conversation: (await factories.send(client, conversation, sender))["index"]
+        for conversation, sender in ((1, 1), (2, 3), (3, 2), (4, 2), (5, 4))
+    }
+    assert next_indexes == {1: 5, 2: 3, 3: 3, 4: 2, 5: 1}
+
+    # An existing pair is refused naming its conversation; the duplicate pair names the first.
+    for pair, existing in (([2, 1], 1), ([1, 3], 2), ([3, 2], 3), ([4, 2], 5)):
+        refused = await client.post("/conversations", json={"participant_ids": pair})
+        assert refused.status_code == 400, refused.text
+        assert refused.json() == {"error": CONVERSATION_EXISTS.format(id=existing)}
+    created = await client.post("/conversations", json={"participant_ids": [1, 4]})
+    assert created.status_code == 201, created.text
+    assert int(created.json()["conversation"]["id"]) > 5  # refused inserts use up ids
+
+
+# Least privilege
+
+
+async def test_migrate_creates_the_application_role_with_data_access_only(
+    fresh: Settings, app_role: tuple[str, str]
+) -> None:
+    role, password = app_role
+    result = await job("migrate", fresh, APP_DB_USER=role, APP_DB_PASSWORD=password)
+    assert result.returncode == 0, result.output
+    assert f"role {role!r} created" in result.stdout
+    assert f"role {role!r} granted" in result.stdout
+    assert password not in result.output
+    assert (await job("seed", fresh)).returncode == 0
+
+    app = fresh.model_copy(update={"pguser": role, "pgpassword": SecretStr(password)})
+    conn = await connect(app)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM users") == 3
+        await conn.execute("INSERT INTO users (name) VALUES ('Dora Quillfeather')")
+        for statement in (
+            "CREATE TABLE intruder (id int)",
+            "DROP TABLE messages",
+            "TRUNCATE users CASCADE",
+            "ALTER TABLE users ADD COLUMN email text",
+            "UPDATE alembic_version SET version_num = 'x'",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+    finally:
+        await conn.close()
+
+    async with app_client(app) as client:
+        conversation = await factories.conversation(client, 1, 2)
+        assert (await factories.send(client, conversation, 1))["index"] == 1
+        listed = await client.get(f"/conversations/{conversation}/messages")
+        assert [m["index"] for m in listed.json()["messages"]] == ["1"]
+        horizon = await client.post(
+            f"/conversations/{conversation}/view_horizon",
+            headers={"User-Id": "2"},
+            json={"index": 1},
+        )
+        assert horizon.status_code == 204
+
+    again = await job("migrate", fresh, APP_DB_USER=role, APP_DB_PASSWORD=password)
+    assert again.returncode == 0, again.output
+    assert "created" not in again.stdout
+    assert f"role {role!r} granted" in again.stdout
+
+
+async def test_migrators_started_together_all_grant_the_application_role(
+    fresh: Settings, app_role: tuple[str, str]
+) -> None:
+    role, password = app_role
+    results = await asyncio.gather(
+        *(job("migrate", fresh, APP_DB_USER=role, APP_DB_PASSWORD=password) for _ in range(3))
+    )
+    assert [result.returncode for result in results] == [0, 0, 0], [r.output for r in results]
+    assert sum(f"role {role!r} created" in result.stdout for result in results) == 1
+
+
+async def test_migrate_refuses_an_application_role_that_is_the_migrator(fresh: Settings) -> None:
+    result = await job("migrate", fresh, APP_DB_USER=fresh.pguser)
+    assert result.returncode == 1
+    assert "APP_DB_USER must differ from the migrator's PGUSER" in result.stderr
+
+
+async def test_migrate_needs_a_password_to_create_the_application_role(
+    fresh: Settings, app_role: tuple[str, str]
+) -> None:
+    role, _ = app_role
+    result = await job("migrate", fresh, APP_DB_USER=role)
+    assert result.returncode == 1
+    assert f"role {role!r} does not exist; set APP_DB_PASSWORD to create it" in result.stderr
+
+
+# Failing clearly
+
+
+async def test_migrate_with_credentials_postgresql_refuses_says_so(fresh: Settings) -> None:
+    stranger = f"no_such_role_{uuid.uuid4().hex[:8]}"
+    result = await job(
+        "migrate", fresh.model_copy(update={"pguser": stranger, "pgpassword": SecretStr(SECRET)})
+    )
+    assert result.returncode == 1
+    assert (
+        f"messenger migrate: failed: PostgreSQL refused the credentials of"
+        f" {stranger}@{fresh.pghost}:{fresh.pgport}"
+    ) in result.stderr
+    assert "(check PGUSER/PGPASSWORD)" in result.stderr
+    assert SECRET not in result.output
+
+
+async def test_migrate_with_a_wrong_password_says_the_credentials_were_refused(
+    fresh: Settings,
+) -> None:
+    wrong = fresh.model_copy(update={"pgpassword": SecretStr(SECRET)})
+    try:
+        await (await connect(wrong, "postgres")).close()
+    except asyncpg.InvalidPasswordError:
+        pass
+    else:
+        pytest.skip("this PostgreSQL trusts local connections: any password is accepted")
+    result = await job("migrate", wrong)
+    assert result.returncode == 1
+    assert "PostgreSQL refused the credentials of" in result.stderr
+    assert SECRET not in result.output
+
+
+async def test_migrate_against_a_closed_port_says_it_cannot_reach_postgresql(
+    fresh: Settings,
+) -> None:
+    port = free_port()
+    result = await job("migrate", fresh.model_copy(update={"pgport": port}))
+    assert result.returncode == 1
+    assert (
+        f"messenger migrate: failed: cannot reach PostgreSQL at"
+        f" {fresh.pguser}@{fresh.pghost}:{port}"
+    ) in result.stderr
+    assert "(is it running? check PGHOST/PGPORT)" in result.stderr
+    assert "Traceback" not in result.output
+
+
+async def test_seed_against_a_closed_port_says_it_cannot_reach_postgresql(
+    fresh: Settings,
+) -> None:
+    port = free_port()
+    result = await job("seed", fresh.model_copy(update={"pgport": port}))
+    assert result.returncode == 1
+    assert "messenger seed: failed: cannot reach PostgreSQL at" in result.stderr
+    assert "Traceback" not in result.output
