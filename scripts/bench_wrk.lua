@@ -1,0 +1,31 @@
+-- wrk script of scripts/bench: one request shape per run, read from the environment, and a
+-- summary line the bench parses.
+--   BENCH_METHOD   GET or POST (default GET)
+--   BENCH_BODY     request body, sent as application/json when set
+--   BENCH_USER_ID  value of the User-Id header when set
+-- The request is built once here (no request() hook), so wrk spends no Lua time per request.
+
+wrk.method = os.getenv("BENCH_METHOD") or "GET"
+
+local body = os.getenv("BENCH_BODY")
+if body ~= nil and body ~= "" then
+  wrk.body = body
+  wrk.headers["Content-Type"] = "application/json"
+end
+
+local user_id = os.getenv("BENCH_USER_ID")
+if user_id ~= nil and user_id ~= "" then
+  wrk.headers["User-Id"] = user_id
+end
+
+-- errors.status counts responses that were not 2xx or 3xx; latencies are in microseconds.
+function done(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    'BENCH_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d,'
+      .. ' "write": %d, "timeout": %d, "non_2xx": %d, "p50_us": %d, "p90_us": %d,'
+      .. ' "p99_us": %d, "max_us": %d, "mean_us": %.1f}\n',
+    summary.requests, summary.duration, summary.bytes, errors.connect, errors.read,
+    errors.write, errors.timeout, errors.status, latency:percentile(50),
+    latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
