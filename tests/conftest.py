@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -31,19 +30,11 @@ def base_settings(**overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def service_env(**values: str) -> dict[str, str]:
+def bare_env(**values: str) -> dict[str, str]:
     """This process's environment without anything the service or libpq reads, plus `values`.
 
     A subprocess started with it sees only the configuration the test gives it, whatever the
-    developer's shell has exported.
+    developer's shell has exported (tests.processes.service_env starts from a database instead).
     """
     read = {name.upper() for name in Settings.model_fields} | {"NODE_ENV"}
     env = {

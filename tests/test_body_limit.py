@@ -3,11 +3,7 @@
 import asyncio
 import contextlib
 import json
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -16,8 +12,7 @@ import pytest
 from messenger.body_limit import parse_size
 from messenger.errors import BODY_TOO_LARGE
 from messenger.settings import Settings
-from tests import factories
-from tests.conftest import free_port, service_env
+from tests import factories, processes
 
 KB = 1024
 LIMIT = 100 * KB  # JSON_BODY_LIMIT's default, `100kb`
@@ -141,51 +136,11 @@ async def test_a_smaller_configured_limit_applies(settings: Settings, pool: asyn
 
 
 @pytest.fixture(scope="module")
-def server(database: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def server(database: Settings) -> Iterator[int]:
     """The service as production runs it, on a free port of 127.0.0.1; yields the port."""
-    port = free_port()
-    password = database.pgpassword
-    env = service_env(
-        MESSENGER_ENV="test",
-        HOST="127.0.0.1",
-        PORT=str(port),
-        PGHOST=database.pghost,
-        PGPORT=str(database.pgport),
-        PGUSER=database.pguser,
-        PGPASSWORD=password.get_secret_value() if password else "",
-        PGDATABASE=database.pgdatabase,
-        RELAY_ENABLED="false",
-        JSON_BODY_LIMIT="100kb",
-    )
-    log = Path(tmp_path_factory.mktemp("server")) / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "messenger", "serve"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"serve did not answer within 30s:\n{log.read_text()}")
-                time.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    env = processes.service_env(database, JSON_BODY_LIMIT="100kb")
+    with processes.serve(env):
+        yield int(env["PORT"])
 
 
 class Connection:

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from messenger.settings import Settings
-from tests.conftest import base_settings, drop_database, free_port, service_env
+from tests.conftest import bare_env, base_settings, drop_database
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = ROOT / "scripts" / "dev"
@@ -126,7 +127,7 @@ def test_dev_serves_the_tutorial_on_the_postgresql_named_by_pg_variables(
     system_database: Settings, tmp_path: Path
 ) -> None:
     password = system_database.pgpassword
-    env = service_env(
+    env = bare_env(
         PGHOST=system_database.pghost,
         PGPORT=str(system_database.pgport),
         PGUSER=system_database.pguser,
@@ -167,7 +168,7 @@ def test_dev_runs_an_embedded_postgresql_whose_data_survives_a_restart(
     embedded_data: Path, tmp_path: Path
 ) -> None:
     data = embedded_data
-    env = service_env(DEV_PGDATA=str(data), PORT=str(free_port()))
+    env = bare_env(DEV_PGDATA=str(data), PORT=str(free_port()))
     for run in (1, 2):
         dev = DevScript(env, tmp_path / f"dev{run}.log")
         try:

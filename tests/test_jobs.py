@@ -22,7 +22,8 @@ from messenger.db import connect_kwargs
 from messenger.errors import CONVERSATION_EXISTS
 from messenger.settings import Settings
 from tests import factories
-from tests.conftest import base_settings, drop_database, free_port, service_env
+from tests.conftest import base_settings, drop_database
+from tests.processes import free_port, service_env
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NODE_TABLES = ("users", "channels", "users_channels", "messages")
@@ -44,16 +45,7 @@ class Job:
 
 async def job(command: str, settings: Settings, **variables: str) -> Job:
     """Run `python -m messenger COMMAND` against `settings`' server and database."""
-    password = settings.pgpassword
-    env = service_env(
-        MESSENGER_ENV="test",
-        PGHOST=settings.pghost,
-        PGPORT=str(settings.pgport),
-        PGUSER=settings.pguser,
-        PGPASSWORD=password.get_secret_value() if password else "",
-        PGDATABASE=settings.pgdatabase,
-        **variables,
-    )
+    env = service_env(settings, LOG_LEVEL="info", **variables)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

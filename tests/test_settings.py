@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from messenger.settings import Settings
-from tests.conftest import service_env
+from tests.conftest import bare_env
 
 SECRET = "s3cr3t-value"
 
@@ -16,7 +16,7 @@ SECRET = "s3cr3t-value"
 @pytest.fixture(autouse=True)
 def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """An environment with none of the service's variables; each test sets what it needs."""
-    kept = service_env()
+    kept = bare_env()
     for name in list(os.environ):
         if name not in kept:
             monkeypatch.delenv(name)
@@ -27,7 +27,7 @@ def run(command: str = "serve", **variables: str) -> subprocess.CompletedProcess
     """`python -m messenger COMMAND` with only `variables` configured; it must stop at once."""
     return subprocess.run(
         [sys.executable, "-m", "messenger", command],
-        env=service_env(**variables),
+        env=bare_env(**variables),
         capture_output=True,
         text=True,
         timeout=60,
