@@ -1,5 +1,6 @@
 """Small builders for test data, through the API where the API can make it."""
 
+import json
 from typing import Any
 
 import asyncpg
@@ -31,3 +32,11 @@ async def send(
     assert response.status_code == 201, response.text
     message: dict[str, Any] = response.json()["message"]
     return message
+
+
+def message_body(size: int) -> bytes:
+    """A send-message JSON body of exactly `size` bytes, for tests of the body limit."""
+    overhead = len(json.dumps({"content": ""}).encode())
+    body = json.dumps({"content": "x" * (size - overhead)}).encode()
+    assert len(body) == size
+    return body

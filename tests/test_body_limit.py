@@ -13,6 +13,7 @@ from messenger.body_limit import parse_size
 from messenger.errors import BODY_TOO_LARGE
 from messenger.settings import Settings
 from tests import factories, processes
+from tests.factories import message_body
 
 KB = 1024
 LIMIT = 100 * KB  # JSON_BODY_LIMIT's default, `100kb`
@@ -41,14 +42,6 @@ def test_sizes_read_like_the_npm_bytes_package(text: str | int, size: int) -> No
 def test_sizes_that_are_not_sizes_are_refused(text: object) -> None:
     with pytest.raises(ValueError, match="size"):
         parse_size(text)
-
-
-def message_body(size: int) -> bytes:
-    """A send-message JSON body of exactly `size` bytes."""
-    overhead = len(json.dumps({"content": ""}).encode())
-    body = json.dumps({"content": "x" * (size - overhead)}).encode()
-    assert len(body) == size
-    return body
 
 
 @pytest.fixture
