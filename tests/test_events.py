@@ -194,9 +194,7 @@ async def test_two_relays_sharing_the_outbox_publish_each_event_once_in_order(
     conversations = [
         await pool.fetchval("INSERT INTO channels DEFAULT VALUES RETURNING id") for _ in range(40)
     ]
-    rows = [
-        (conversations[n % 40], ids[n % 4], n // 40 + 1, [ids[0], ids[1]]) for n in range(400)
-    ]
+    rows = [(conversations[n % 40], ids[n % 4], n // 40 + 1, [ids[0], ids[1]]) for n in range(400)]
     await pool.executemany(
         "INSERT INTO outbox (channel_id, user_id, message_index, participant_ids)"
         " VALUES ($1, $2, $3, $4)",
@@ -230,9 +228,7 @@ async def test_two_relays_sharing_the_outbox_publish_each_event_once_in_order(
 def rabbitmq_restored() -> Iterator[None]:
     yield
     subprocess.run(["rabbitmqctl", "start_app"], check=False, capture_output=True, timeout=120)
-    subprocess.run(
-        ["rabbitmqctl", "await_startup"], check=False, capture_output=True, timeout=120
-    )
+    subprocess.run(["rabbitmqctl", "await_startup"], check=False, capture_output=True, timeout=120)
 
 
 async def test_no_event_is_lost_when_the_broker_stops_and_starts_during_sends(
