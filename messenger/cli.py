@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 
 from messenger import __version__
@@ -99,11 +100,16 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _role() -> str:
+    """MESSENGER_ROLE, read before the settings: which command runs decides what is required."""
+    return os.environ.get("MESSENGER_ROLE", "serve").strip().lower()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = load_settings()
+    name = args.command or ("migrate" if _role() == "migrator" else "serve")
+    settings = load_settings(broker=name in {"serve", "relay"})
     configure_logging(settings)
-    name = args.command or ("migrate" if settings.messenger_role == "migrator" else "serve")
     run, _ = COMMANDS[name]
     try:
         return run(settings)

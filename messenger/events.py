@@ -206,7 +206,7 @@ class OutboxRelay:
         settings = self.settings
         try:
             connection = await aio_pika.connect(
-                host=settings.amqphost,
+                host=settings.broker_host,
                 port=settings.amqpport,
                 login=settings.amqpuser,
                 password=settings.amqppassword.get_secret_value(),

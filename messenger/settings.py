@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     app_db_user: str | None = Field(default=None, min_length=1, max_length=63)
     app_db_password: SecretStr | None = None
 
-    amqphost: str
+    amqphost: str | None = None  # required by `serve` and `relay` only; see load_settings
     amqpport: Port
     amqpuser: str = "guest"
     amqppassword: SecretStr = SecretStr("guest")
@@ -155,12 +155,11 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def amqp_url(self) -> str:
-        from urllib.parse import quote
-
-        user = quote(self.amqpuser, safe="")
-        password = quote(self.amqppassword.get_secret_value(), safe="")
-        return f"amqp://{user}:{password}@{self.amqphost}:{self.amqpport}/"
+    def broker_host(self) -> str:
+        """AMQPHOST; only the commands that publish need it, and they check it at start."""
+        if self.amqphost is None:
+            raise RuntimeError("AMQPHOST is not set")
+        return self.amqphost
 
 
 def describe_errors(error: ValidationError) -> list[str]:
@@ -180,11 +179,20 @@ def describe_errors(error: ValidationError) -> list[str]:
     return lines
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings, or stop the process with exit code 2 and one line per bad variable."""
+def load_settings(*, broker: bool = False, **overrides: Any) -> Settings:
+    """Build the settings, or stop the process with exit code 2 and one line per bad variable.
+
+    `broker`: the command publishes to RabbitMQ, so AMQPHOST must be known (the production
+    profile has no default for it; the migrator's jobs never need it).
+    """
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as error:
-        for line in describe_errors(error):
-            print(f"messenger: invalid configuration: {line}", file=sys.stderr)
-        raise SystemExit(2) from None
+        lines = describe_errors(error)
+    else:
+        if not broker or settings.amqphost is not None:
+            return settings
+        lines = ["AMQPHOST: is required (set it in the environment)"]
+    for line in lines:
+        print(f"messenger: invalid configuration: {line}", file=sys.stderr)
+    raise SystemExit(2)

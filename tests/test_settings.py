@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from messenger.settings import Settings
 from tests.conftest import bare_env
+from tests.processes import free_port
 
 SECRET = "s3cr3t-value"
 
@@ -104,13 +105,11 @@ def test_production_profile_gives_ports_user_and_database_but_no_hosts(
     assert settings.json_body_limit == 100 * 1024
 
 
-def test_production_requires_the_database_and_broker_hosts(
-    environment: pytest.MonkeyPatch,
-) -> None:
+def test_production_requires_the_database_host(environment: pytest.MonkeyPatch) -> None:
     environment.setenv("MESSENGER_ENV", "production")
     with pytest.raises(ValidationError) as raised:
         Settings()
-    assert {error["loc"] for error in raised.value.errors()} == {("pghost",), ("amqphost",)}
+    assert {error["loc"] for error in raised.value.errors()} == {("pghost",)}
 
 
 def test_environment_overrides_profile_defaults(environment: pytest.MonkeyPatch) -> None:
@@ -190,3 +189,11 @@ def test_a_bad_value_is_not_echoed_either() -> None:
 
 def test_jobs_check_the_configuration_the_same_way() -> None:
     assert_refused(run("migrate", MESSENGER_ENV="production", AMQPHOST="rabbitmq"), "PGHOST")
+
+
+def test_the_migrator_jobs_do_not_need_the_broker_host() -> None:
+    closed = str(free_port())
+    result = run("migrate", MESSENGER_ENV="production", PGHOST="127.0.0.1", PGPORT=closed)
+    assert result.returncode == 1, result
+    assert "cannot reach PostgreSQL" in result.stderr
+    assert "AMQPHOST" not in result.stdout + result.stderr
