@@ -53,7 +53,7 @@ ensure_postgres() {
       apt_install postgresql postgresql-client
     fi
     local version
-    version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+    version="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)"
     log "starting PostgreSQL ${version}"
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
     for _ in $(seq 60); do pg_ready && break; sleep 1; done
@@ -81,4 +81,13 @@ ensure_rabbitmq() {
   as_root timeout 120 rabbitmqctl await_startup >/dev/null 2>&1 || true
   for _ in $(seq 60); do rabbit_ready && return 0; sleep 1; done
   die "RabbitMQ did not start on ${AMQPHOST:-127.0.0.1}:${AMQPPORT:-5672}"
+}
+
+# ensure_nginx: Debian's nginx binary, installed when missing (the local stack and the tests run
+# it on their own ports with their own configuration; the system's nginx service is not used).
+# Sets NGINX_BIN (not NGINX: nginx itself reads that variable, for inherited sockets).
+ensure_nginx() {
+  NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
+  [ -x "$NGINX_BIN" ] || apt_install nginx
+  [ -x "$NGINX_BIN" ] || die "nginx is not installed"
 }
