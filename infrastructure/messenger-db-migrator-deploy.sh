@@ -23,9 +23,7 @@ kv_load \
   PGUSER=messenger-db-migrator-user \
   PGPASSWORD=messenger-db-migrator-password-never-do-this \
   APP_DB_USER=messenger-db-application-user \
-  APP_DB_PASSWORD=messenger-db-password-never-do-this \
-  AMQPHOST=amqp-host \
-  AMQPPORT=amqp-port
+  APP_DB_PASSWORD=messenger-db-password-never-do-this
 
 # Secrets are passed as `-e NAME` (value from this environment), never on the command line.
 job() {
@@ -38,7 +36,6 @@ job() {
     -e MESSENGER_ROLE=migrator \
     -e PGHOST -e PGPORT -e PGUSER -e PGPASSWORD -e PGDATABASE="$PGDATABASE" \
     -e APP_DB_USER -e APP_DB_PASSWORD \
-    -e AMQPHOST -e AMQPPORT \
     "$IMAGE" "$@"
 }
 

@@ -293,7 +293,6 @@ def test_image_layout_with_the_migrator_role_migrates_and_exits(app_dir):
         "PGPORT": str(settings.pgport),
         "PGUSER": settings.pguser,
         "PGDATABASE": settings.pgdatabase,
-        "AMQPHOST": settings.amqphost,
     }
     if settings.pgpassword is not None:
         env["PGPASSWORD"] = settings.pgpassword.get_secret_value()

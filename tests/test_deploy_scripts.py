@@ -180,6 +180,7 @@ def test_migrator_runs_the_job_with_the_elevated_user_then_seeds(run_script):
     assert env["PGHOST"] == "messenger-db"
     assert env["PGPORT"] == "5432"
     assert "CONSUL_SERVICE_NAME" not in env  # a job never appears as `messenger`
+    assert "AMQPHOST" not in env  # the jobs do not publish
     seed_command = ["messenger:latest", "python", "-m", "messenger", "seed"]
     assert options(seed["args"])["image+command"] == seed_command
 
