@@ -261,6 +261,7 @@ class WrkResult:
     p99_ms: float
     mean_ms: float
     cpu_us_per_request: float = 0.0
+    cpu_share: float = 0.0  # of one core: below ~0.9 in a CPU-bound scenario, the machine is busy
 
     @property
     def rps(self) -> float:
@@ -290,16 +291,17 @@ def parse_wrk(output: str, cpu_seconds: float = 0.0) -> WrkResult:
     if match is None:
         raise BenchFailed(f"wrk printed no result line:\n{output}")
     raw = json.loads(match[1])
-    requests = raw["requests"]
+    requests, seconds = raw["requests"], raw["duration_us"] / 1e6
     return WrkResult(
         requests=requests,
-        seconds=raw["duration_us"] / 1e6,
+        seconds=seconds,
         errors=raw["connect"] + raw["read"] + raw["write"] + raw["timeout"],
         non_2xx=raw["non_2xx"],
         p50_ms=raw["p50_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
         mean_ms=raw["mean_us"] / 1000,
         cpu_us_per_request=cpu_seconds / requests * 1e6 if requests else 0.0,
+        cpu_share=cpu_seconds / seconds,
     )
 
 
@@ -478,12 +480,14 @@ class Report:
                 str(result.errors),
                 str(result.non_2xx),
                 f"{result.cpu_us_per_request:,.0f}",
+                f"{result.cpu_share:.0%}",
             )
         )
 
     def sql(self, name: str, result: PgbenchResult) -> None:
         latency = f"{result.latency_ms:.1f}"
-        self.rows.append((name, str(POOL_MAX), f"{result.tps:,.0f}", latency, "", "0", "", ""))
+        row = (name, str(POOL_MAX), f"{result.tps:,.0f}", latency, "", "0", "", "", "")
+        self.rows.append(row)
 
     def target(self, passed: bool | None, text: str) -> None:
         self.targets.append((passed, text))
@@ -498,6 +502,7 @@ class Report:
             "errors",
             "non-2xx",
             "CPU us/req",
+            "CPU",
         )
         rows = [header, *self.rows]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -505,8 +510,10 @@ class Report:
             cells = [row[0].ljust(widths[0])]
             cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
             say("  " + "  ".join(cells).rstrip())
-        say("  (pgbench rows: transactions/s and average latency, with as many clients as the")
-        say("  service has pool connections; CPU us/req: the service process's CPU time)")
+        say("  pgbench rows: transactions/s and average latency, with as many clients as the")
+        say("  service has pool connections. CPU us/req: the service process's CPU time per")
+        say("  request; CPU: its share of one core (a CPU-bound scenario far below 100% means")
+        say("  other processes on the machine took the rest).")
 
     def print_targets(self) -> None:
         for passed, text in self.targets:
@@ -566,7 +573,7 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> None:
             )
         database.psql("VACUUM ANALYZE")
 
-        section("the service under wrk")
+        section("the service under wrk; its SQL under pgbench right after, on the same database")
         loads = {
             "health": Load("health", "/health", 32),
             "conversations": Load("list conversations", "/conversations", 32, user_id=1),
@@ -578,11 +585,31 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> None:
             "send_32": send_load("send, one conversation", send_conversation, 32, 1),
             "send_256": send_load("send, one conversation", send_conversation, 256, 1),
         }
+        # The statement each scenario issues, for pgbench to run just after the scenario, so
+        # that both see the same load from the machine's other tenants.
+        sql: dict[str, tuple[str, Path, dict[str, object]]] = {
+            "read": (
+                "pgbench: 100-message read SQL",
+                scratch / "read.sql",
+                {"channel_id": read_conversation, "after_index": 0, "page_limit": 1000},
+            ),
+            "send_32": (
+                "pgbench: send SQL",
+                scratch / "send.sql",
+                {"channel_id": pgbench_conversation, "user_id": 2, "content": MESSAGE_CONTENT},
+            ),
+        }
         results: dict[str, WrkResult] = {}
+        sql_results: dict[str, PgbenchResult] = {}
         for key, load in loads.items():
             results[key] = result = wrk(service, load, seconds, warmup)
             report.http(load.name, load.connections, result)
             say(f"  {load.name} at {load.connections}: {result.rps:,.0f} req/s")
+            if key in sql:
+                name, script, variables = sql[key]
+                sql_results[key] = tps = pgbench(database, script, variables, seconds, warmup)
+                report.sql(name, tps)
+                say(f"  {name}: {tps.tps:,.0f} transactions/s")
 
         # Alternate the two so that a change in the machine's load hits both alike.
         large_rounds: list[tuple[WrkResult, WrkResult]] = []
@@ -601,25 +628,7 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> None:
         rss, peak_rss = service.memory_mb()
     finally:
         service.stop()
-
-    section("the same SQL under pgbench")
-    pg_send = pgbench(
-        database,
-        scratch / "send.sql",
-        {"channel_id": pgbench_conversation, "user_id": 2, "content": MESSAGE_CONTENT},
-        seconds,
-        warmup,
-    )
-    pg_read = pgbench(
-        database,
-        scratch / "read.sql",
-        {"channel_id": read_conversation, "after_index": 0, "page_limit": 1000},
-        seconds,
-        warmup,
-    )
-    report.sql("pgbench: send SQL", pg_send)
-    report.sql("pgbench: 100-message read SQL", pg_read)
-    say(f"  send SQL {pg_send.tps:,.0f} tps, 100-message read SQL {pg_read.tps:,.0f} tps")
+    pg_send, pg_read = sql_results["send_32"], sql_results["read"]
 
     section("the relay")
     relay: RelayResult | None = None
