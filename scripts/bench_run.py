@@ -196,6 +196,7 @@ class Service:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
             time.sleep(0.1)
+        self.stop()
         raise BenchFailed(f"the service did not answer /health within 30 s:\n{self.log_tail()}")
 
     def stop(self) -> None:
