@@ -24,20 +24,27 @@ from tests.processes import free_port
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_STACK = ROOT / "scripts" / "local-stack"
 REPLICAS = 3
+TUTORIAL_PORT = 8085
+
+
+def ports_free(first: int, count: int = 1) -> bool:
+    """Nobody listens on the loopback ports first .. first + count - 1."""
+    try:
+        with contextlib.ExitStack() as probes:
+            for port in range(first, first + count):
+                probe = probes.enter_context(socket.socket())
+                probe.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 def free_port_range(count: int) -> int:
-    """The first of `count` consecutive loopback ports nobody listens on."""
+    """The first of `count` consecutive free loopback ports."""
     for _ in range(50):
         first = random.randrange(20_000, 60_000)
-        try:
-            with contextlib.ExitStack() as probes:
-                for port in range(first, first + count):
-                    probe = probes.enter_context(socket.socket())
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
+        if ports_free(first, count):
+            return first
     raise RuntimeError("no free port range")
 
 
@@ -71,7 +78,9 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = base_settings(pgdatabase=f"messenger_test_{uuid.uuid4().hex[:12]}")
     state_dir = tmp_path_factory.mktemp("local-stack")
-    base_port, lb_port = free_port_range(REPLICAS), free_port()
+    # The tutorial's port when it is free here, another one otherwise.
+    base_port = free_port_range(REPLICAS)
+    lb_port = TUTORIAL_PORT if ports_free(TUTORIAL_PORT) else free_port()
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
