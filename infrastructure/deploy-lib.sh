@@ -12,6 +12,15 @@ CONSUL_HTTP_ADDR="${CONSUL_HTTP_ADDR:-http://localhost:8500}"
 CONSUL_HTTP_ADDR="${CONSUL_HTTP_ADDR%/}"
 
 log() { printf '==> %s\n' "$*" >&2; }
+
+# usage LAST_LINE [ARG]: the calling script's header comment (lines 2..LAST_LINE); to stdout
+# with status 0 when ARG asks for help (-h, --help), else to stderr with status 2.
+usage() {
+  case "${2:-}" in
+    -h | --help) sed -n "2,${1}s/^# \{0,1\}//p" "$0"; exit 0 ;;
+    *) sed -n "2,${1}s/^# \{0,1\}//p" "$0" >&2; exit 2 ;;
+  esac
+}
 die() { printf '%s: error: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
 
 # require_agent_address: CONSUL_HOST and CONSUL_PORT must come from the caller.

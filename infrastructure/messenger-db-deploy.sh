@@ -22,7 +22,7 @@ READY_TIMEOUT=60 # seconds
 # shellcheck source=infrastructure/deploy-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
 
-[ $# -eq 0 ] || { sed -n '2,8s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+[ $# -eq 0 ] || usage 8 "$1"
 
 require_consul messenger-db-host
 if [ -n "$(docker ps -aq --filter "name=^/${CONTAINER_NAME}$")" ]; then

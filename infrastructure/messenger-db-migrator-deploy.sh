@@ -15,7 +15,7 @@ SEED=true # insert the tutorial's three users (safe to rerun)
 # shellcheck source=infrastructure/deploy-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
 
-[ $# -eq 0 ] || { sed -n '2,5s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+[ $# -eq 0 ] || usage 5 "$1"
 
 kv_load \
   PGHOST=messenger-db-host \

@@ -21,13 +21,12 @@ ROLE_LABEL="messenger.role=serve"
 # shellcheck source=infrastructure/deploy-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
 
-usage() { sed -n '2,6s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 replicas=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    --replicas) [ $# -ge 2 ] || usage; replicas="$2"; shift 2 ;;
+    --replicas) [ $# -ge 2 ] || usage 6; replicas="$2"; shift 2 ;;
     --replicas=*) replicas="${1#*=}"; shift ;;
-    *) usage ;;
+    *) usage 6 "$1" ;;
   esac
 done
 [[ "$replicas" =~ ^[1-9][0-9]*$ ]] || die "--replicas takes a positive number, got '${replicas}'"

@@ -14,7 +14,7 @@ STOP_TIMEOUT=30 # seconds for nginx to finish its requests on `docker stop`
 # shellcheck source=infrastructure/deploy-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
 
-[ $# -eq 0 ] || { sed -n '2,4s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+[ $# -eq 0 ] || usage 4 "$1"
 
 require_agent_address
 require_consul

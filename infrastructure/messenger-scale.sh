@@ -12,7 +12,7 @@ STOP_TIMEOUT=30                   # seconds between SIGTERM and SIGKILL
 # shellcheck source=infrastructure/deploy-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
 
-[ $# -eq 1 ] && [[ "$1" =~ ^[0-9]+$ ]] || { sed -n '2,5s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+[ $# -eq 1 ] && [[ "$1" =~ ^[0-9]+$ ]] || usage 5 "${1:-}"
 wanted="$1"
 
 # Newest first, as `docker ps` lists them.
