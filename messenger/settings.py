@@ -92,7 +92,6 @@ class Settings(BaseSettings):
     pguser: str
     pgpassword: SecretStr | None = None
     pgdatabase: str = Field(min_length=1, max_length=63)
-    pg_pool_min: int = Field(default=2, ge=0)
     pg_pool_max: int = Field(default=10, ge=1)
     pg_command_timeout: float = Field(default=10.0, gt=0)
 
@@ -147,12 +146,6 @@ class Settings(BaseSettings):
             if isinstance(value, str) and key in {"log_level", "log_format", "messenger_env"}:
                 lowered[key] = value.lower()
         return {**defaults, **lowered}
-
-    @model_validator(mode="after")
-    def _check_pool(self) -> "Settings":
-        if self.pg_pool_min > self.pg_pool_max:
-            raise ValueError("PG_POOL_MIN must not exceed PG_POOL_MAX")
-        return self
 
     @property
     def broker_host(self) -> str:
