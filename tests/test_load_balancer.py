@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import base_settings, drop_database
-from tests.processes import free_port
+from tests.processes import free_port, service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_STACK = ROOT / "scripts" / "local-stack"
@@ -81,24 +81,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # The tutorial's port when it is free here, another one otherwise.
     base_port = free_port_range(REPLICAS)
     lb_port = TUTORIAL_PORT if ports_free(TUTORIAL_PORT) else free_port()
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "LOCAL_STACK_DIR": str(state_dir),
-        "LOCAL_STACK_SETUP": "0",
-        "LB_PORT": str(lb_port),
-        "BASE_PORT": str(base_port),
-        "PGHOST": settings.pghost,
-        "PGPORT": str(settings.pgport),
-        "PGUSER": settings.pguser,
-        "PGDATABASE": settings.pgdatabase,
-        "AMQPHOST": settings.amqphost,
-        "AMQPPORT": str(settings.amqpport),
-        "RELAY_ENABLED": "false",
-        "LOG_LEVEL": "warning",
-    }
-    if settings.pgpassword is not None:
-        env["PGPASSWORD"] = settings.pgpassword.get_secret_value()
+    env = service_env(
+        settings,
+        LOCAL_STACK_DIR=str(state_dir),
+        LOCAL_STACK_SETUP="0",
+        LB_PORT=str(lb_port),
+        BASE_PORT=str(base_port),
+    )
+    del env["PORT"], env["HOST"]  # the stack gives each instance its own
     stack = Stack(
         env=env,
         state_dir=state_dir,
