@@ -674,9 +674,10 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> None:
     else:
         report.http("send, relay off", 32, relay.off)
         report.http("send, relay on", 32, relay.on)
-        drained = (
-            "not within 30 s" if relay.drain_seconds is None else f"{relay.drain_seconds:.1f} s"
-        )
+        drain = relay.drain_seconds
+        drained = "not within 30 s" if drain is None else f"{drain:.1f} s"
+        if drain and relay.backlog_at_end:
+            drained += f" ({relay.backlog_at_end / drain:,.0f} events/s once the load stopped)"
         say(
             f"  relay on: {relay.written:,} events written during the {relay.on.seconds:.0f} s"
             f" load, {relay.published_per_second:,.0f} events/s published during it; backlog"
