@@ -675,21 +675,21 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> None:
         report.http("send, relay off", 32, relay.off)
         report.http("send, relay on", 32, relay.on)
         drain = relay.drain_seconds
-        drained = "not within 30 s" if drain is None else f"{drain:.1f} s"
+        drained = "not within 30 s" if drain is None else f"in {drain:.1f} s"
         if drain and relay.backlog_at_end:
-            drained += f" ({relay.backlog_at_end / drain:,.0f} events/s once the load stopped)"
+            drained += f" ({relay.backlog_at_end / drain:,.0f} events/s)"
         say(
             f"  relay on: {relay.written:,} events written during the {relay.on.seconds:.0f} s"
             f" load, {relay.published_per_second:,.0f} events/s published during it; backlog"
             f" {relay.backlog_at_end:,} when the load ended (peak {relay.peak_backlog:,}),"
-            f" drained {drained} later; queue {args.queue} deleted"
+            f" drained {drained} after it; queue {args.queue} deleted"
         )
 
     section("figures")
     report.print()
     relay_rss = f"; relay-on instance {relay.rss_mb:.0f} MB" if relay else ""
     say(f"  resident memory after the run: {rss:.0f} MB (peak {peak_rss:.0f} MB){relay_rss}")
-    say(f"  load average at the end: {os.getloadavg()[0]:.2f} (2 cores means 2.00 is full)")
+    say(f"  load average at the end: {os.getloadavg()[0]:.2f}, this benchmark's own load included")
 
     section("targets")
     send_ratio = results["send_32"].rps / pg_send.tps
