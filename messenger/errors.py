@@ -11,7 +11,9 @@ client gets a 500 JSON body naming only that id.
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+
+from messenger.responses import JSONResponse
 
 # Texts the Node service's clients know; tests assert on these constants.
 USER_ID_REQUIRED = "Please specify a user id by adding the User-Id header."

@@ -5,7 +5,7 @@ import re
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
 from messenger import db
 from messenger.errors import (
@@ -28,6 +28,7 @@ from messenger.errors import (
     NotFound,
 )
 from messenger.metrics import probe, readiness
+from messenger.responses import JSONResponse
 from messenger.services import Services
 
 MAX_ID = 2**63 - 1  # ids are PostgreSQL bigints
