@@ -257,6 +257,14 @@ class ConsulDouble:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def agent_env(self, service_name: str = "messenger") -> dict[str, str]:
+        """The variables that make a messenger process register with this double."""
+        return {
+            "CONSUL_SERVICE_NAME": service_name,
+            "CONSUL_HOST": self.host,
+            "CONSUL_PORT": str(self.port),
+        }
+
     def start(self) -> "ConsulDouble":
         double = self
 

@@ -39,7 +39,7 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
         "PGPORT": str(settings.pgport),
         "PGUSER": settings.pguser,
         "PGDATABASE": settings.pgdatabase,
-        "AMQPHOST": settings.amqphost,
+        "AMQPHOST": settings.broker_host,
         "AMQPPORT": str(settings.amqpport),
         "RELAY_ENABLED": "false",
         "LOG_LEVEL": "warning",

@@ -176,9 +176,7 @@ def test_job_commands_never_register(
 ) -> None:
     env = service_env(
         database,
-        CONSUL_SERVICE_NAME="messenger",
-        CONSUL_HOST="127.0.0.1",
-        CONSUL_PORT=str(consul.port),
+        **consul.agent_env(),
     )
     finished = subprocess.run(
         [sys.executable, "-m", "messenger", command],
@@ -195,9 +193,7 @@ def test_job_commands_never_register(
 def test_the_relay_job_never_registers(database: Settings, consul: ConsulDouble) -> None:
     env = service_env(
         database,
-        CONSUL_SERVICE_NAME="messenger",
-        CONSUL_HOST="127.0.0.1",
-        CONSUL_PORT=str(consul.port),
+        **consul.agent_env(),
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "messenger", "relay"],

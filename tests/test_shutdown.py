@@ -65,9 +65,7 @@ def registered_service(
 ) -> Iterator[Process]:
     env = service_env(
         database,
-        CONSUL_SERVICE_NAME="messenger",
-        CONSUL_HOST="127.0.0.1",
-        CONSUL_PORT=str(consul.port),
+        **consul.agent_env(),
         SERVICE_ADDRESS="127.0.0.1",
         SHUTDOWN_GRACE=str(GRACE),
         SHUTDOWN_DRAIN_TIMEOUT="8",
@@ -192,9 +190,7 @@ def test_a_second_signal_skips_the_rest_of_the_grace(
 ) -> None:
     env = service_env(
         database,
-        CONSUL_SERVICE_NAME="messenger",
-        CONSUL_HOST="127.0.0.1",
-        CONSUL_PORT=str(consul.port),
+        **consul.agent_env(),
         SERVICE_ADDRESS="127.0.0.1",
         SHUTDOWN_GRACE="30",
     )
