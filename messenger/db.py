@@ -50,10 +50,20 @@ def connect_kwargs(settings: Settings, *, database: str | None = None) -> dict[s
     }
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection to the pool without asyncpg's reset statement.
+
+    That statement (RESET ALL, UNLISTEN *, CLOSE ALL, unlocking advisory locks) costs a round
+    trip per request, and serving never changes session state: no SET, LISTEN, cursors or
+    session-level advisory locks. asyncpg still rolls back a transaction left open.
+    """
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     """A pool that starts empty, so the service comes up even while PostgreSQL does not."""
     pool = asyncpg.create_pool(
         **connect_kwargs(settings),
+        reset=keep_session,
         min_size=0,
         max_size=settings.pg_pool_max,
         command_timeout=settings.pg_command_timeout,
