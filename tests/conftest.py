@@ -1,6 +1,7 @@
 """Fixtures: a fresh PostgreSQL database per test session, migrated like production, and the app."""
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -88,8 +89,14 @@ def settings(database: Settings) -> Settings:
 @pytest.fixture
 async def client(settings: Settings, clean: None) -> AsyncIterator[httpx.AsyncClient]:
     """The real app, lifespan included, behind an in-process HTTP client, on an empty database."""
-    app = create_app(settings)
-    async with LifespanManager(app) as manager:
+    async with app_client(settings) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app on `settings`, lifespan included, behind an in-process HTTP client."""
+    async with LifespanManager(create_app(settings)) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://messenger") as client:
             yield client

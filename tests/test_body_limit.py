@@ -13,6 +13,7 @@ from messenger.body_limit import parse_size
 from messenger.errors import BODY_TOO_LARGE
 from messenger.settings import Settings
 from tests import factories, processes
+from tests.conftest import app_client
 from tests.factories import message_body
 
 KB = 1024
@@ -110,16 +111,10 @@ async def test_the_limit_is_checked_before_the_handler_looks_at_anything(
 
 
 async def test_a_smaller_configured_limit_applies(settings: Settings, pool: asyncpg.Pool) -> None:
-    from asgi_lifespan import LifespanManager
-
-    from messenger.app import create_app
-
-    app = create_app(settings.model_copy(update={"json_body_limit": parse_size("1kb")}))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://messenger") as client:
-            small = await client.post("/conversations", json={"participant_ids": [1, 1]})
-            large = await client.post("/conversations", content=b" " * (KB + 1))
+    limited = settings.model_copy(update={"json_body_limit": parse_size("1kb")})
+    async with app_client(limited) as client:
+        small = await client.post("/conversations", json={"participant_ids": [1, 1]})
+        large = await client.post("/conversations", content=b" " * (KB + 1))
     assert small.status_code == 400
     assert large.status_code == 413
 

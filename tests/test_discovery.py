@@ -17,6 +17,7 @@ from messenger import __version__
 from messenger.app import create_app
 from messenger.discovery import Registration, State, detect_address
 from messenger.settings import Settings
+from tests.conftest import app_client
 from tests.consul_double import ConsulDouble
 from tests.processes import ROOT, free_port, service_env
 
@@ -161,11 +162,9 @@ async def test_no_consul_call_is_made_without_a_service_name(
 ) -> None:
     settings = registering(database, consul.port, consul_service_name=None)
     assert Registration.for_settings(settings) is None
-    async with LifespanManager(create_app(settings)) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://messenger") as client:
-            assert (await client.get("/health")).status_code == 200
-            assert (await client.get("/health/ready")).json()["registered"] is None
+    async with app_client(settings) as client:
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/health/ready")).json()["registered"] is None
         await asyncio.sleep(0.3)
     assert consul.calls == []
 

@@ -7,14 +7,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from starlette.types import Receive, Scope, Send
 
 from messenger import db, errors
 from messenger.access_log import AccessLogMiddleware
-from messenger.app import create_app
 from messenger.settings import Settings
 from tests import factories
+from tests.conftest import app_client
 from tests.processes import free_port
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z$")
@@ -542,17 +541,14 @@ async def test_a_page_never_exceeds_the_configured_maximum(
     database: Settings, pool: asyncpg.Pool, clean: None
 ) -> None:
     alice, bob = await factories.users(pool, "Alice", "Bob")
-    app = create_app(database.model_copy(update={"messages_page_max": 5}))
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
-            conversation = await factories.conversation(client, alice, bob)
-            for _ in range(7):
-                await factories.send(client, conversation, alice)
-            default = await client.get(f"/conversations/{conversation}/messages")
-            asked_more = await client.get(
-                f"/conversations/{conversation}/messages", params={"limit": 100}
-            )
+    async with app_client(database.model_copy(update={"messages_page_max": 5})) as client:
+        conversation = await factories.conversation(client, alice, bob)
+        for _ in range(7):
+            await factories.send(client, conversation, alice)
+        default = await client.get(f"/conversations/{conversation}/messages")
+        asked_more = await client.get(
+            f"/conversations/{conversation}/messages", params={"limit": 100}
+        )
     assert indexes(default) == indexes(asked_more) == [1, 2, 3, 4, 5]
     assert "after_index=5" in default.headers["link"]
 
@@ -591,12 +587,9 @@ async def test_while_the_database_is_down_requests_get_503_json_and_health_stays
     database: Settings,
 ) -> None:
     unreachable = database.model_copy(update={"pgport": free_port()})
-    app = create_app(unreachable)
-    async with LifespanManager(app) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
-            health = await client.get("/health")
-            listing = await client.get("/conversations", headers={"User-Id": "1"})
+    async with app_client(unreachable) as client:
+        health = await client.get("/health")
+        listing = await client.get("/conversations", headers={"User-Id": "1"})
 
     assert health.status_code == 200
     assert listing.status_code == 503

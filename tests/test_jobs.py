@@ -1,7 +1,6 @@
 """The migrator role's jobs, run as production runs them: `python -m messenger migrate | seed`."""
 
 import asyncio
-import contextlib
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -13,16 +12,14 @@ import asyncpg
 import httpx
 import pytest
 from alembic.script import ScriptDirectory
-from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
 from messenger import jobs
-from messenger.app import create_app
 from messenger.db import connect_kwargs
 from messenger.errors import CONVERSATION_EXISTS
 from messenger.settings import Settings
 from tests import factories
-from tests.conftest import base_settings, drop_database
+from tests.conftest import app_client, base_settings, drop_database
 from tests.processes import free_port, service_env
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -138,15 +135,6 @@ async def node_database(fresh: Settings) -> Settings:
     finally:
         await conn.close()
     return fresh
-
-
-@contextlib.asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app on `settings`, lifespan included, behind an in-process client."""
-    async with LifespanManager(create_app(settings)) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://messenger") as client:
-            yield client
 
 
 # Creating and migrating

@@ -1,20 +1,17 @@
 """Readiness (`/health/ready`) and Prometheus metrics (`/metrics`) of a real app."""
 
 import asyncio
-import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
 
 import aiormq
 import asyncpg
 import httpx
-from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
-from messenger.app import create_app
 from messenger.settings import Settings
 from tests import factories
+from tests.conftest import app_client
 from tests.consul_double import ConsulDouble
 from tests.processes import free_port
 
@@ -38,15 +35,6 @@ def samples(exposition: str) -> Samples:
 
 def value(found: Samples, name: str, **labels: str) -> float:
     return found[(name, frozenset(labels.items()))]
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan, behind an in-process client."""
-    async with LifespanManager(create_app(settings)) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://messenger") as client:
-            yield client
 
 
 async def scrape(client: httpx.AsyncClient) -> Samples:
@@ -84,7 +72,7 @@ async def test_ready_counts_the_events_waiting_in_the_outbox(
 
 async def test_ready_is_503_while_the_database_is_unreachable(settings: Settings) -> None:
     unreachable = settings.model_copy(update={"pgport": free_port()})
-    async with running(unreachable) as client:
+    async with app_client(unreachable) as client:
         ready = await client.get("/health/ready")
         assert ready.status_code == 503
         assert ready.json()["database"] is False
@@ -150,7 +138,7 @@ async def test_metrics_show_the_relay_figures(
         update={"relay_enabled": True, "amqp_queue": queue, "relay_sweep_interval": 0.1}
     )
     try:
-        async with running(with_relay) as client:
+        async with app_client(with_relay) as client:
             first, second = await factories.users(pool, "Ada", "Grace")
             conversation = await factories.conversation(client, first, second)
             await factories.send(client, conversation, first)
@@ -186,7 +174,7 @@ async def test_metrics_and_ready_show_the_consul_registration(
                 "service_address": "10.1.2.3",
             }
         )
-        async with running(registering) as client:
+        async with app_client(registering) as client:
             await asyncio.to_thread(consul.wait_for, lambda: bool(consul.services))
             found = await scrape(client)
             registration = "messenger_consul_registration"
@@ -198,7 +186,7 @@ async def test_metrics_and_ready_show_the_consul_registration(
 
 async def test_each_app_counts_only_its_own_requests(settings: Settings, clean: None) -> None:
     labels = {"method": "GET", "route": "/health", "status": "200"}
-    async with running(settings) as first, running(settings) as second:
+    async with app_client(settings) as first, app_client(settings) as second:
         await first.get("/health")
         await first.get("/health")
         assert value(await scrape(first), "messenger_http_requests_total", **labels) == 2
