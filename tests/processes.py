@@ -68,6 +68,18 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes], timeout: float =
     raise TimeoutError(f"{url}/health did not answer within {timeout}s")
 
 
+def terminate(process: subprocess.Popen[bytes], within: float) -> None:
+    """SIGTERM, and SIGKILL if the process has not exited `within` seconds later."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextlib.contextmanager
 def serve(env: dict[str, str], *args: str) -> Iterator[Service]:
     """Run the service until the block ends, then stop it with SIGTERM (SIGKILL if stuck)."""
@@ -83,12 +95,6 @@ def serve(env: dict[str, str], *args: str) -> Iterator[Service]:
         wait_for_health(url, process)
         yield Service(process, url)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, within=15)
         if process.stderr is not None:
             process.stderr.close()

@@ -3,7 +3,6 @@
 import asyncio
 import ipaddress
 import logging
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from messenger.discovery import Registration, State, detect_address
 from messenger.settings import Settings
 from tests.conftest import app_client
 from tests.consul_double import ConsulDouble
-from tests.processes import ROOT, free_port, service_env
+from tests.processes import ROOT, free_port, service_env, terminate
 
 
 @pytest.fixture
@@ -205,12 +204,7 @@ def test_the_relay_job_never_registers(database: Settings, consul: ConsulDouble)
         with pytest.raises(subprocess.TimeoutExpired):
             process.wait(timeout=2)  # running, publishing whatever the outbox holds
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, within=10)
     assert consul.calls == []
 
 
