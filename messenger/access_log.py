@@ -61,18 +61,19 @@ class AccessLogMiddleware:
             duration = time.perf_counter() - started
             if self.metrics is not None:
                 self.metrics.observe_request(scope, status, duration)
-            duration_ms = duration * 1000
-            logger.info(
-                "%s %s %d %.1fms",
-                scope["method"],
-                scope["path"],
-                status,
-                duration_ms,
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(duration_ms, 2),
-                },
-            )
+            if logger.isEnabledFor(logging.INFO):  # skip building the record when it is off
+                duration_ms = duration * 1000
+                logger.info(
+                    "%s %s %d %.1fms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    duration_ms,
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(duration_ms, 2),
+                    },
+                )

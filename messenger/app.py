@@ -1,7 +1,6 @@
 """The ASGI application: routes, middleware, error handlers, and the lifespan owning connections."""
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -20,8 +19,6 @@ from messenger.events import OutboxRelay
 from messenger.metrics import Metrics
 from messenger.services import Services
 from messenger.settings import Settings
-
-logger = logging.getLogger("messenger")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
