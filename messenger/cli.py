@@ -1,4 +1,4 @@
-"""Command line: `python -m messenger serve | migrate | seed | relay`, one image for every role."""
+"""Command line: `python -m messenger COMMAND` (serve, migrate, seed, relay, wait-for-schema)."""
 
 import argparse
 import logging
@@ -62,6 +62,17 @@ def seed(settings: Settings) -> int:
     return 0
 
 
+def wait_for_schema(settings: Settings) -> int:
+    from messenger import jobs
+
+    print(
+        f"wait-for-schema: {settings.pguser}@{settings.pghost}:{settings.pgport}"
+        f"/{settings.pgdatabase}, for up to {settings.schema_wait_timeout:g}s"
+    )
+    jobs.run_wait_for_schema(settings)
+    return 0
+
+
 def relay(settings: Settings) -> int:
     import asyncio
 
@@ -79,6 +90,12 @@ COMMANDS = {
         " never drops data) and grant APP_DB_USER data access; needs elevated credentials",
     ),
     "seed": (seed, "insert the tutorial's three users unless they exist (safe to rerun)"),
+    "wait-for-schema": (
+        wait_for_schema,
+        "exit 0 once the database is at the schema revision this image carries; wait while it"
+        " is behind or unreachable (at most SCHEMA_WAIT_TIMEOUT seconds), fail at once when it"
+        " is ahead (a newer image migrated it): run before serving, e.g. as an init container",
+    ),
     "relay": (
         relay,
         "publish the event outbox to RabbitMQ without serving HTTP (for a separate relay;"

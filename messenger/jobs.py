@@ -1,7 +1,8 @@
-"""One-off jobs of the migrator role: create the database, migrate it, grant the serving role, seed.
+"""One-off jobs: create the database, migrate it, grant the serving role, seed; wait for the schema.
 
-They run with elevated credentials (`PGUSER` may create databases and roles); serving instances
-connect as `APP_DB_USER`, which gets data access and nothing else.
+The migrator's jobs run with elevated credentials (`PGUSER` may create databases and roles);
+serving instances connect as `APP_DB_USER`, which gets data access and nothing else, and wait
+with it until the schema is the one their image carries.
 """
 
 import asyncio
@@ -11,6 +12,7 @@ from pathlib import Path
 import asyncpg
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import DBAPIError
 
 from messenger.db import DATABASE_ERRORS, UNAVAILABLE_ERRORS, connect_kwargs
@@ -29,6 +31,7 @@ WHERE NOT EXISTS (SELECT FROM users WHERE users.name = seed.name)
 ORDER BY position
 RETURNING id, name
 """
+PROGRESS_EVERY = 10.0  # seconds between two progress lines of wait-for-schema saying the same
 SEED_USERS = ("James Blanderphone", "Normalavian Ropetoter", "Flambaravo Chortleblatt")
 
 
@@ -168,6 +171,78 @@ async def schema_revision(settings: Settings) -> str | None:
     finally:
         await conn.close()
     return revision
+
+
+def image_revisions(settings: Settings) -> tuple[str, frozenset[str]]:
+    """The head revision this image's migrations reach, and every revision they know."""
+    scripts = ScriptDirectory.from_config(alembic_config(settings))
+    head = scripts.get_current_head()
+    assert head is not None, "the image carries no migration"
+    return head, frozenset(script.revision for script in scripts.walk_revisions())
+
+
+async def schema_behind(settings: Settings, head: str, known: frozenset[str]) -> str | None:
+    """None when the database is at `head`; else why it is not (yet).
+
+    Raises JobFailed when the database is at a revision this image does not know: a newer
+    image migrated it, and waiting cannot help.
+    """
+    try:
+        conn = await _connect(settings)
+    except DATABASE_ERRORS as error:
+        # Also a role or database the migrate job has not created yet.
+        return _describe(error, settings)
+    try:
+        rows = await conn.fetch("SELECT version_num FROM alembic_version")
+    except asyncpg.UndefinedTableError:
+        return "the schema is empty: no migration has run yet"
+    except asyncpg.InsufficientPrivilegeError:
+        return f"{settings.pguser} may not read alembic_version yet (the migrate job grants it)"
+    finally:
+        await conn.close()
+    revisions = sorted(row["version_num"] for row in rows)
+    if revisions == [head]:
+        return None
+    if unknown := [revision for revision in revisions if revision not in known]:
+        raise JobFailed(
+            f"the database is at revision {', '.join(unknown)}, which this image does not know"
+            f" (it stops at {head}): a newer image migrated it; deploy that image or a later one"
+        )
+    return f"the schema is at {', '.join(revisions) or 'no revision'}; this image needs {head}"
+
+
+async def wait_for_schema(settings: Settings) -> None:
+    """Return once the database is at this image's head revision, within SCHEMA_WAIT_TIMEOUT."""
+    head, known = image_revisions(settings)
+    timeout = settings.schema_wait_timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    said, said_at = "", 0.0
+    while True:
+        remaining = deadline - loop.time()
+        try:
+            async with asyncio.timeout(max(remaining, 0.1)):
+                reason = await schema_behind(settings, head, known)
+        except TimeoutError:
+            reason = f"PostgreSQL at {settings.pghost}:{settings.pgport} did not answer in time"
+        if reason is None:
+            print(f"wait-for-schema: the schema is at {head}: ready")
+            return
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise JobFailed(
+                f"the schema did not reach {head} within {timeout:g}s: {reason}"
+                " (has the migrate job run and succeeded? see its logs)"
+            )
+        # Progress: each new reason at once, the same one again every PROGRESS_EVERY seconds.
+        if reason != said or loop.time() - said_at >= PROGRESS_EVERY:
+            print(f"wait-for-schema: waiting: {reason} ({remaining:.0f}s left)", flush=True)
+            said, said_at = reason, loop.time()
+        await asyncio.sleep(min(settings.schema_wait_interval, remaining))
+
+
+def run_wait_for_schema(settings: Settings) -> None:
+    asyncio.run(wait_for_schema(settings))
 
 
 def run_migrate(settings: Settings) -> None:

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(default=2.0, ge=0, le=60)
     shutdown_drain_timeout: int = Field(default=4, ge=1, le=300)
 
+    # wait-for-schema: how long a starting instance waits for the migrate job, and how often
+    # it looks.
+    schema_wait_timeout: float = Field(default=300.0, gt=0)
+    schema_wait_interval: float = Field(default=2.0, gt=0)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 

@@ -1,6 +1,7 @@
 """The migrator role's jobs, run as production runs them: `python -m messenger migrate | seed`."""
 
 import asyncio
+import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from alembic import command
 from alembic.script import ScriptDirectory
 from pydantic import SecretStr
 
@@ -403,4 +405,160 @@ async def test_seed_against_a_closed_port_says_it_cannot_reach_postgresql(
     result = await job("seed", fresh.model_copy(update={"pgport": port}))
     assert result.returncode == 1
     assert "messenger seed: failed: cannot reach PostgreSQL at" in result.stderr
+    assert "Traceback" not in result.output
+
+
+# Waiting for the schema (the init container of a serving pod)
+
+WAIT_QUICKLY = {"SCHEMA_WAIT_TIMEOUT": "3", "SCHEMA_WAIT_INTERVAL": "0.2"}
+
+
+async def migrate_to(
+    settings: Settings, revision: str, script_location: Path | None = None
+) -> None:
+    """Bring `settings`' database to `revision` with alembic, from another script directory
+    when given (a newer image's migrations)."""
+    config = jobs.alembic_config(settings)
+    if script_location is not None:
+        config.set_main_option("script_location", str(script_location))
+    # env.py runs its own event loop: keep it off this test's loop.
+    await asyncio.to_thread(command.upgrade, config, revision)
+
+
+async def test_wait_for_schema_at_head_exits_0_as_the_application_role(
+    fresh: Settings, app_role: tuple[str, str]
+) -> None:
+    role, password = app_role
+    migrated = await job("migrate", fresh, APP_DB_USER=role, APP_DB_PASSWORD=password)
+    assert migrated.returncode == 0, migrated.output
+    app = fresh.model_copy(update={"pguser": role, "pgpassword": SecretStr(password)})
+
+    result = await job("wait-for-schema", app, **WAIT_QUICKLY)
+
+    assert result.returncode == 0, result.output
+    assert f"wait-for-schema: the schema is at {head(fresh)}: ready" in result.stdout
+    assert "waiting" not in result.stdout
+    assert password not in result.output
+
+
+async def test_wait_for_schema_behind_head_waits_then_times_out_naming_both_revisions(
+    fresh: Settings,
+) -> None:
+    await create_empty_database(fresh)
+    await migrate_to(fresh, "0002_counters_and_pairs")
+    started = asyncio.get_running_loop().time()
+
+    result = await job("wait-for-schema", fresh, **WAIT_QUICKLY)
+
+    assert result.returncode == 1, result.output
+    assert asyncio.get_running_loop().time() - started >= 3
+    assert (
+        f"wait-for-schema: waiting: the schema is at 0002_counters_and_pairs;"
+        f" this image needs {head(fresh)}"
+    ) in result.stdout
+    assert (
+        f"messenger wait-for-schema: failed: the schema did not reach {head(fresh)} within 3s"
+    ) in result.stderr
+    assert "has the migrate job run and succeeded?" in result.stderr
+    assert await schema_versions(fresh) == ["0002_counters_and_pairs"]  # it only reads
+
+
+async def test_wait_for_schema_behind_head_returns_once_the_migrate_job_has_run(
+    fresh: Settings,
+) -> None:
+    await create_empty_database(fresh)
+    await migrate_to(fresh, "0001_node_schema")
+    env = service_env(fresh, SCHEMA_WAIT_TIMEOUT="60", SCHEMA_WAIT_INTERVAL="0.2")
+    waiter = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "messenger",
+        "wait-for-schema",
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert waiter.stdout is not None
+        async with asyncio.timeout(30):
+            while b"waiting: the schema is at 0001_node_schema" not in (
+                line := await waiter.stdout.readline()
+            ):
+                assert line, "wait-for-schema ended before it said it was waiting"
+        assert waiter.returncode is None
+
+        assert (await job("migrate", fresh)).returncode == 0
+
+        async with asyncio.timeout(30):
+            rest, errors = await waiter.communicate()
+    finally:
+        if waiter.returncode is None:
+            waiter.kill()
+            await waiter.wait()
+    assert waiter.returncode == 0, (rest + errors).decode()
+    assert f"the schema is at {head(fresh)}: ready" in rest.decode()
+
+
+async def test_wait_for_schema_ahead_of_head_fails_at_once_without_waiting(
+    fresh: Settings, tmp_path: Path
+) -> None:
+    # A newer image: this image's migrations and one more on top of its head.
+    newer = tmp_path / "migrations"
+    shutil.copytree(jobs.MIGRATIONS, newer, ignore=shutil.ignore_patterns("__pycache__"))
+    (newer / "versions" / "0099_future.py").write_text(
+        f'"""A migration only a newer image carries."""\n\n'
+        f"from alembic import op\n\n"
+        f'revision = "0099_future"\n'
+        f'down_revision = "{head(fresh)}"\n'
+        f"branch_labels = None\ndepends_on = None\n\n\n"
+        f"def upgrade() -> None:\n"
+        f'    op.execute("CREATE TABLE future_feature (id bigint PRIMARY KEY)")\n\n\n'
+        f"def downgrade() -> None:\n"
+        f'    op.execute("DROP TABLE future_feature")\n'
+    )
+    assert (await job("migrate", fresh)).returncode == 0
+    await migrate_to(fresh, "head", script_location=newer)
+    assert await schema_versions(fresh) == ["0099_future"]
+    started = asyncio.get_running_loop().time()
+
+    result = await job("wait-for-schema", fresh, SCHEMA_WAIT_TIMEOUT="60")
+
+    assert result.returncode == 1, result.output
+    assert asyncio.get_running_loop().time() - started < 30  # not the 60 s bound
+    assert (
+        f"messenger wait-for-schema: failed: the database is at revision 0099_future, which"
+        f" this image does not know (it stops at {head(fresh)}): a newer image migrated it"
+    ) in result.stderr
+    assert "waiting" not in result.stdout
+
+
+async def test_wait_for_schema_says_why_it_waits_for_a_database_not_yet_created(
+    fresh: Settings,
+) -> None:
+    result = await job("wait-for-schema", fresh, **WAIT_QUICKLY)
+
+    assert result.returncode == 1
+    assert f'database "{fresh.pgdatabase}" does not exist' in result.stdout
+    assert "the schema did not reach" in result.stderr
+    assert "Traceback" not in result.output
+
+
+async def test_wait_for_schema_says_why_it_waits_for_an_empty_schema(fresh: Settings) -> None:
+    await create_empty_database(fresh)
+
+    result = await job("wait-for-schema", fresh, **WAIT_QUICKLY)
+
+    assert result.returncode == 1
+    assert "waiting: the schema is empty: no migration has run yet" in result.stdout
+
+
+async def test_wait_for_schema_against_a_closed_port_says_it_cannot_reach_postgresql(
+    fresh: Settings,
+) -> None:
+    port = free_port()
+    result = await job("wait-for-schema", fresh.model_copy(update={"pgport": port}), **WAIT_QUICKLY)
+
+    assert result.returncode == 1
+    assert f"cannot reach PostgreSQL at {fresh.pguser}@{fresh.pghost}:{port}" in result.stdout
     assert "Traceback" not in result.output
