@@ -223,6 +223,15 @@ def test_every_rendered_object_validates_strictly(
                 pytest.fail(f"{overlay.name}: {name} is invalid for {version}: {error.message}")
 
 
+def test_the_optional_ingress_nginx_header_config_validates_strictly() -> None:
+    (config,) = yaml.safe_load_all(
+        (KUBERNETES / "ingress-nginx" / "response-headers.yaml").read_text()
+    )
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(config, version, strict=True)
+    assert config["data"] == {"Upstream-Host": "$upstream_addr"}
+
+
 def test_strict_validation_rejects_an_unknown_field(overlays: dict[str, Overlay]) -> None:
     deployment = overlays["production"].find("Deployment", "messenger")
     misspelt = json.loads(json.dumps(deployment))
