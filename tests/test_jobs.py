@@ -1,6 +1,7 @@
 """The migrator role's jobs, run as production runs them: `python -m messenger migrate | seed`."""
 
 import asyncio
+import contextlib
 import shutil
 import sys
 import uuid
@@ -42,26 +43,35 @@ class Job:
         return self.stdout + self.stderr
 
 
-async def job(command: str, settings: Settings, **variables: str) -> Job:
-    """Run `python -m messenger COMMAND` against `settings`' server and database."""
-    env = service_env(settings, LOG_LEVEL="info", **variables)
+@contextlib.asynccontextmanager
+async def started(
+    command: str, settings: Settings, **variables: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m messenger COMMAND` running against `settings`' server and database; killed
+    on the way out if it has not ended."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "messenger",
         command,
-        env=env,
+        env=service_env(settings, LOG_LEVEL="info", **variables),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        async with asyncio.timeout(120):
-            stdout, stderr = await process.communicate()
+        yield process
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def job(command: str, settings: Settings, **variables: str) -> Job:
+    """Run `python -m messenger COMMAND` to its end (at most 120 s)."""
+    async with started(command, settings, **variables) as process:
+        async with asyncio.timeout(120):
+            stdout, stderr = await process.communicate()
     assert process.returncode is not None
     return Job(process.returncode, stdout.decode(), stderr.decode())
 
@@ -279,18 +289,24 @@ async def check_sends_and_pairs_after_adoption(client: httpx.AsyncClient) -> Non
 # Least privilege
 
 
+async def migrate_granting(settings: Settings, app_role: tuple[str, str]) -> tuple[Job, Settings]:
+    """Run migrate creating and granting `app_role`; the result, and settings logging in as it."""
+    role, password = app_role
+    result = await job("migrate", settings, APP_DB_USER=role, APP_DB_PASSWORD=password)
+    assert result.returncode == 0, result.output
+    return result, settings.model_copy(update={"pguser": role, "pgpassword": SecretStr(password)})
+
+
 async def test_migrate_creates_the_application_role_with_data_access_only(
     fresh: Settings, app_role: tuple[str, str]
 ) -> None:
     role, password = app_role
-    result = await job("migrate", fresh, APP_DB_USER=role, APP_DB_PASSWORD=password)
-    assert result.returncode == 0, result.output
+    result, app = await migrate_granting(fresh, app_role)
     assert f"role {role!r} created" in result.stdout
     assert f"role {role!r} granted" in result.stdout
     assert password not in result.output
     assert (await job("seed", fresh)).returncode == 0
 
-    app = fresh.model_copy(update={"pguser": role, "pgpassword": SecretStr(password)})
     conn = await connect(app)
     try:
         assert await conn.fetchval("SELECT count(*) FROM users") == 3
@@ -428,17 +444,14 @@ async def migrate_to(
 async def test_wait_for_schema_at_head_exits_0_as_the_application_role(
     fresh: Settings, app_role: tuple[str, str]
 ) -> None:
-    role, password = app_role
-    migrated = await job("migrate", fresh, APP_DB_USER=role, APP_DB_PASSWORD=password)
-    assert migrated.returncode == 0, migrated.output
-    app = fresh.model_copy(update={"pguser": role, "pgpassword": SecretStr(password)})
+    _, app = await migrate_granting(fresh, app_role)
 
     result = await job("wait-for-schema", app, **WAIT_QUICKLY)
 
     assert result.returncode == 0, result.output
     assert f"wait-for-schema: the schema is at {head(fresh)}: ready" in result.stdout
     assert "waiting" not in result.stdout
-    assert password not in result.output
+    assert app_role[1] not in result.output
 
 
 async def test_wait_for_schema_behind_head_waits_then_times_out_naming_both_revisions(
@@ -468,18 +481,9 @@ async def test_wait_for_schema_behind_head_returns_once_the_migrate_job_has_run(
 ) -> None:
     await create_empty_database(fresh)
     await migrate_to(fresh, "0001_node_schema")
-    env = service_env(fresh, SCHEMA_WAIT_TIMEOUT="60", SCHEMA_WAIT_INTERVAL="0.2")
-    waiter = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "messenger",
-        "wait-for-schema",
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    async with started(
+        "wait-for-schema", fresh, SCHEMA_WAIT_TIMEOUT="60", SCHEMA_WAIT_INTERVAL="0.2"
+    ) as waiter:
         assert waiter.stdout is not None
         async with asyncio.timeout(30):
             while b"waiting: the schema is at 0001_node_schema" not in (
@@ -492,10 +496,6 @@ async def test_wait_for_schema_behind_head_returns_once_the_migrate_job_has_run(
 
         async with asyncio.timeout(30):
             rest, errors = await waiter.communicate()
-    finally:
-        if waiter.returncode is None:
-            waiter.kill()
-            await waiter.wait()
     assert waiter.returncode == 0, (rest + errors).decode()
     assert f"the schema is at {head(fresh)}: ready" in rest.decode()
 

@@ -102,6 +102,18 @@ class Overlay:
                 if image_name(container["image"]) == IMAGE:
                     yield workload, container
 
+    def settings(self, container: dict[str, Any]) -> Settings:
+        """The container's variables read as the service reads them."""
+        return Settings(
+            **{name.lower(): value for name, value in self.environment(container).items()}
+        )
+
+    def serving(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The serving Deployment and its container."""
+        deployment = self.find("Deployment", "messenger")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return deployment, container
+
     def environment(self, container: dict[str, Any]) -> dict[str, str]:
         """The variables the container gets, with the Secrets' (example) values."""
         env: dict[str, str] = {}
@@ -323,7 +335,7 @@ def test_every_variable_a_container_gets_is_a_setting_with_a_valid_value(
         assert unknown == [], f"{where} sets variables messenger does not read: {unknown}"
         assert "CONSUL_SERVICE_NAME" not in env, f"{where}: Kubernetes does the discovery"
         try:
-            settings = Settings(**{variable.lower(): value for variable, value in env.items()})
+            settings = overlay.settings(container)
         except ValidationError as error:
             pytest.fail(f"{where}: {error}")
         assert settings.messenger_env == "production"
@@ -348,10 +360,8 @@ def test_probes_and_ports_are_the_routes_and_port_the_app_serves(
     overlays: dict[str, Overlay], name: str
 ) -> None:
     overlay = overlays[name]
-    deployment = overlay.find("Deployment", "messenger")
-    pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    settings = Settings(**{k.lower(): v for k, v in overlay.environment(container).items()})
+    deployment, container = overlay.serving()
+    settings = overlay.settings(container)
     (port,) = container["ports"]
     assert port["containerPort"] == settings.port
     routes = {route.path: route.methods for route in ROUTES}
@@ -434,9 +444,9 @@ def test_the_grace_period_covers_the_pre_stop_sleep_the_drain_and_the_relay_flus
     overlays: dict[str, Overlay], name: str
 ) -> None:
     overlay = overlays[name]
-    pod = overlay.find("Deployment", "messenger")["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    settings = Settings(**{k.lower(): v for k, v in overlay.environment(container).items()})
+    deployment, container = overlay.serving()
+    pod = deployment["spec"]["template"]["spec"]
+    settings = overlay.settings(container)
     sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     # Without Consul the process skips SHUTDOWN_GRACE and closes its listener on SIGTERM: the
     # preStop sleep is what keeps it serving while its endpoint is removed.
@@ -454,10 +464,8 @@ def test_the_grace_period_covers_the_pre_stop_sleep_the_drain_and_the_relay_flus
     if name == "production":
         relay = overlay.find("Deployment", "messenger-relay")["spec"]["template"]["spec"]
         (relay_container,) = relay["containers"]
-        relay_settings = Settings(
-            **{k.lower(): v for k, v in overlay.environment(relay_container).items()}
-        )
-        assert relay["terminationGracePeriodSeconds"] >= relay_settings.relay_flush_timeout + 5
+        flush = overlay.settings(relay_container).relay_flush_timeout
+        assert relay["terminationGracePeriodSeconds"] >= flush + 5
 
 
 def secret_references(pod: dict[str, Any]) -> set[str]:
@@ -504,7 +512,7 @@ def test_serving_pods_wait_for_the_schema_before_they_start(
     assert init["args"] == ["python", "-m", "messenger", "wait-for-schema"]
     assert init["image"] == container["image"]  # the head revision of the image that serves
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    settings = Settings(**{k.lower(): v for k, v in overlays[name].environment(init).items()})
+    settings = overlays[name].settings(init)
     assert spec["progressDeadlineSeconds"] > settings.schema_wait_timeout
 
 
@@ -530,7 +538,7 @@ def test_the_autoscaler_and_disruption_budget_select_the_serving_pods(
     overlays: dict[str, Overlay], name: str
 ) -> None:
     overlay = overlays[name]
-    deployment = overlay.find("Deployment", "messenger")
+    deployment, _ = overlay.serving()
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     budget = overlay.find("PodDisruptionBudget", "messenger")["spec"]
     assert budget["selector"]["matchLabels"].items() <= labels.items()
