@@ -498,6 +498,7 @@ def test_only_the_migrate_job_gets_the_migrator_secret(
     env = overlay.environment(container)
     assert env["MESSENGER_ROLE"] == "migrator"
     assert env["APP_DB_USER"] != env["PGUSER"]
+    assert container["image"] == overlay.serving()[1]["image"]  # migrates to what it serves
     assert {"backoffLimit", "ttlSecondsAfterFinished"} <= job["spec"].keys()
 
 
