@@ -29,26 +29,39 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_head: int = 16 * 1024
     head_timeout: float = 10.0
 
-    # Per-connection state, reset as each request's head completes.
-    _in_head = True  # the next bytes belong to a request head (or start one)
-    _head_bytes = 0
+    # Per-connection state.
+    _in_head = True  # the next bytes belong to a request head: they count against max_head
+    _head_bytes = 0  # of the current head, so far
     _heads_done = 0
+    _head_started: float | None = None  # loop time the open head began; None: none is open
     _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        # A connection that never sends a byte holds a socket as surely as a slow one.
-        self._arm_head_timer()
+        # A connection that never sends a byte holds a socket as surely as a slow one: the
+        # first request's deadline runs from here.
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_head:  # a body: bounded by the body limit middleware
+        if self._in_head:
+            self._receive_head(data)
+        else:  # a body: bounded by the body limit middleware
             super().data_received(data)
-            return
-        self._arm_head_timer()
+        # Most heads arrive whole in one chunk: a timer only for one still open after it.
+        if (
+            self._head_started is not None
+            and self._head_timer is None
+            and not self.transport.is_closing()
+        ):
+            self._head_timer = self.loop.call_at(
+                self._head_started + self.head_timeout, self._head_timed_out
+            )
+
+    def _receive_head(self, data: bytes) -> None:
         room = self.max_head - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
@@ -66,8 +79,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.data_received(data[room:])
 
+    def on_message_begin(self) -> None:
+        self._head_started = self.loop.time()
+        super().on_message_begin()
+
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_started = None
         self._heads_done += 1
         self._disarm_head_timer()
         super().on_headers_complete()
@@ -81,10 +99,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn's own text/plain answer to what llhttp cannot parse, in the service's shape.
         self._refuse(400, INVALID_REQUEST)
 
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
-
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -95,7 +109,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         busy = self.cycle is not None and not self.cycle.response_complete
-        if self._head_bytes == 0 or busy:
+        if self._head_started is None or busy:
             # Nothing started (say a client's spare connection), or a response is being
             # written on this connection: an error response now would be garbled or unwanted.
             self.transport.close()
