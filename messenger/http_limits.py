@@ -5,8 +5,8 @@ setting for a limit, and uvicorn gives a client unlimited time to finish its hea
 protocol counts the bytes of each request's head (request line, headers, the blank line) as
 they arrive and answers 431 once they pass `max_head`, having handed the parser at most that
 many; and it answers 408 when a head is not complete `head_timeout` seconds after the
-connection opened (for its first request) or after the request's first byte (for the next
-ones), and closes a new connection that sent nothing by then. Idle keep-alive connections stay
+connection opened (for its first request) or after the request's first bytes arrived (for the
+next ones), and closes a new connection that sent nothing by then. Idle keep-alive connections stay
 governed by uvicorn's `timeout_keep_alive`.
 
 The refusals close the connection, as the parser's state is lost; their bodies are JSON like
@@ -33,7 +33,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _in_head = True  # the next bytes belong to a request head: they count against max_head
     _head_bytes = 0  # of the current head, so far
     _heads_done = 0
-    _head_started: float | None = None  # loop time the open head began; None: none is open
+    _head_open = False  # a head has begun and not ended
     _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -47,28 +47,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            self._receive_head(data)
-        else:  # a body: bounded by the body limit middleware
+        if not self._in_head:  # a body: bounded by the body limit middleware
             super().data_received(data)
-        # Most heads arrive whole in one chunk: a timer only for one still open after it.
-        if (
-            self._head_started is not None
-            and self._head_timer is None
-            and not self.transport.is_closing()
-        ):
-            self._head_timer = self.loop.call_at(
-                self._head_started + self.head_timeout, self._head_timed_out
-            )
-
-    def _receive_head(self, data: bytes) -> None:
-        room = self.max_head - self._head_bytes
-        if len(data) <= room:
+        elif len(data) <= self.max_head - self._head_bytes:
             self._head_bytes += len(data)
             super().data_received(data)
-            return
-        # The head may end inside this chunk: give the parser only what the limit allows, and
-        # the rest once the head turned out to end in that part.
+        else:
+            self._receive_long_head(data)
+        # Nearly every head arrives whole in one chunk: a timer only for one still open after it.
+        if self._head_open and self._head_timer is None and not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _receive_long_head(self, data: bytes) -> None:
+        """Give the parser only what the limit allows, and the rest once the head turned out
+        to end in that part."""
+        room = self.max_head - self._head_bytes
         heads_done = self._heads_done
         self._head_bytes = self.max_head
         super().data_received(data[:room])
@@ -80,12 +73,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.data_received(data[room:])
 
     def on_message_begin(self) -> None:
-        self._head_started = self.loop.time()
+        self._head_open = True
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._head_started = None
+        self._in_head = self._head_open = False
         self._heads_done += 1
         self._disarm_head_timer()
         super().on_headers_complete()
@@ -109,7 +101,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         busy = self.cycle is not None and not self.cycle.response_complete
-        if self._head_started is None or busy:
+        if not self._head_open or busy:
             # Nothing started (say a client's spare connection), or a response is being
             # written on this connection: an error response now would be garbled or unwanted.
             self.transport.close()
