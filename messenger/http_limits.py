@@ -6,8 +6,8 @@ protocol counts the bytes of each request's head (request line, headers, the bla
 they arrive and answers 431 once they pass `max_head`, having handed the parser at most that
 many; and it answers 408 when a head is not complete `head_timeout` seconds after the
 connection opened (for its first request) or after the request's first bytes arrived (for the
-next ones), and closes a new connection that sent nothing by then. Idle keep-alive connections stay
-governed by uvicorn's `timeout_keep_alive`.
+next ones), and closes a new connection that sent nothing by then. Idle keep-alive connections
+stay governed by uvicorn's `timeout_keep_alive`.
 
 The refusals close the connection, as the parser's state is lost; their bodies are JSON like
 every other error of the service.
