@@ -2,8 +2,10 @@
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -176,13 +178,20 @@ def test_dev_serves_the_tutorial_on_the_postgresql_named_by_pg_variables(
 
 
 @pytest.fixture
-def embedded_data(tmp_path: Path) -> Iterator[Path]:
-    """A data folder for the embedded server; its server is stopped if a test left it running."""
-    data = tmp_path / "pgdata"
+def embedded_data() -> Iterator[Path]:
+    """A data folder for the embedded server; its server is stopped if a test left it running.
+
+    Not under pytest's tmp_path: every pytest session that starts on the machine makes
+    pytest's temporary root private again (0700), and the server, which runs as a system user
+    of its own when started as root, then loses access to its own files mid-test.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="messenger-test-dev-"))
+    data = folder / "pgdata"
     yield data
     pid_file = data / "postmaster.pid"
     if pid_file.exists() and live_processes(argument=str(data)):
         os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_dev_runs_an_embedded_postgresql_whose_data_survives_a_restart(
