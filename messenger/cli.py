@@ -23,6 +23,7 @@ def serve(settings: Settings) -> int:
 
     from messenger.app import create_app
     from messenger.discovery import Registration
+    from messenger.http_limits import bounded_protocol
     from messenger.server import Server
 
     # One registration shared by the app (which registers) and the server (which deregisters
@@ -31,6 +32,9 @@ def serve(settings: Settings) -> int:
     config = uvicorn.Config(
         lambda: create_app(settings, registration=registration),
         factory=True,
+        http=bounded_protocol(
+            max_head=settings.http_header_limit, head_timeout=settings.http_header_timeout
+        ),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: Port
     keep_alive_timeout: int = Field(default=75, ge=1)
+    # Node's limit (--max-http-header-size) and a read deadline for slow clients.
+    http_header_limit: ByteSize = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    http_header_timeout: float = Field(default=10.0, gt=0, le=300)
     pghost: str
     pgport: Port
     pguser: str

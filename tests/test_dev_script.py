@@ -2,19 +2,23 @@
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiormq
 import httpx
 import pytest
 
 from messenger.settings import Settings
 from tests.conftest import bare_env, base_settings, drop_database
 from tests.processes import free_port
+from tests.test_events import AMQP_URL, take
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = ROOT / "scripts" / "dev"
@@ -117,6 +121,21 @@ def tutorial_step(dev: DevScript) -> httpx.Response:
 
 
 @pytest.fixture
+def queue() -> Iterator[str]:
+    """A queue of the test's own for scripts/dev's events, deleted afterwards."""
+    name = f"test_dev_queue_{uuid.uuid4().hex[:10]}"
+    yield name
+
+    async def delete() -> None:
+        connection = await aiormq.connect(AMQP_URL)
+        channel = await connection.channel()
+        await channel.queue_delete(name)
+        await connection.close()
+
+    asyncio.run(delete())
+
+
+@pytest.fixture
 def system_database() -> Iterator[Settings]:
     settings = base_settings(pgdatabase=f"messenger_dev_{uuid.uuid4().hex[:12]}")
     yield settings
@@ -124,7 +143,7 @@ def system_database() -> Iterator[Settings]:
 
 
 def test_dev_serves_the_tutorial_on_the_postgresql_named_by_pg_variables(
-    system_database: Settings, tmp_path: Path
+    system_database: Settings, queue: str, tmp_path: Path
 ) -> None:
     password = system_database.pgpassword
     env = bare_env(
@@ -133,8 +152,10 @@ def test_dev_serves_the_tutorial_on_the_postgresql_named_by_pg_variables(
         PGUSER=system_database.pguser,
         PGPASSWORD=password.get_secret_value() if password else "",
         PGDATABASE=system_database.pgdatabase,
+        HOST="127.0.0.1",
         PORT=str(free_port()),
         DEV_PGDATA=str(tmp_path / "unused"),
+        AMQP_QUEUE=queue,
     )
     dev = DevScript(env, tmp_path / "dev.log")
     try:
@@ -142,6 +163,7 @@ def test_dev_serves_the_tutorial_on_the_postgresql_named_by_pg_variables(
         messages = tutorial_step(dev).json()["messages"]
         assert [m["content"] for m in messages] == ["This is the first message"]
         assert messages[0]["username"] == "James Blanderphone"
+        assert len(asyncio.run(take(queue, 1))) == 1, "the event goes to the AMQP_QUEUE asked for"
 
         assert dev.interrupt() == 0, dev.log()
         assert nothing_left(dev) == []
@@ -150,25 +172,34 @@ def test_dev_serves_the_tutorial_on_the_postgresql_named_by_pg_variables(
     log = dev.log()
     assert f"{system_database.pgdatabase!r} created" in log
     assert "seed: 3 users created" in log
-    assert "RabbitMQ:" in log
+    assert f"events are published to queue {queue}" in log
+    assert f"listening on {dev.url} " in log
     assert not (tmp_path / "unused").exists(), "the embedded PostgreSQL must not start"
 
 
 @pytest.fixture
-def embedded_data(tmp_path: Path) -> Iterator[Path]:
-    """A data folder for the embedded server; its server is stopped if a test left it running."""
-    data = tmp_path / "pgdata"
+def embedded_data() -> Iterator[Path]:
+    """A data folder for the embedded server; its server is stopped if a test left it running.
+
+    Not under pytest's tmp_path: every pytest session that starts on the machine makes
+    pytest's temporary root private again (0700), and the server, which runs as a system user
+    of its own when started as root, then loses access to its own files mid-test.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="messenger-test-dev-"))
+    data = folder / "pgdata"
     yield data
     pid_file = data / "postmaster.pid"
     if pid_file.exists() and live_processes(argument=str(data)):
         os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_dev_runs_an_embedded_postgresql_whose_data_survives_a_restart(
     embedded_data: Path, tmp_path: Path
 ) -> None:
     data = embedded_data
-    env = bare_env(DEV_PGDATA=str(data), PORT=str(free_port()))
+    # No broker (a free port): this test's events stay in the outbox, off any shared queue.
+    env = bare_env(DEV_PGDATA=str(data), PORT=str(free_port()), AMQPPORT=str(free_port()))
     for run in (1, 2):
         dev = DevScript(env, tmp_path / f"dev{run}.log")
         try:
@@ -186,3 +217,5 @@ def test_dev_runs_an_embedded_postgresql_whose_data_survives_a_restart(
         assert "PostgreSQL: embedded" in log
         assert "stopping the embedded PostgreSQL" in log
         assert ("seed: 3 users created" if run == 1 else "seed: 0 users created") in log
+        assert "listening on every interface (HOST=0.0.0.0)" in log
+        assert "events go to queue chat_queue_dev, not the notifier's chat_queue" in log

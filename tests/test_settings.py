@@ -55,6 +55,7 @@ def test_development_is_the_default_profile_with_the_node_defaults() -> None:
     assert settings.pgdatabase == "messenger_dev"
     assert (settings.amqphost, settings.amqpport) == ("localhost", 5672)
     assert settings.json_body_limit == 100 * 1024
+    assert (settings.http_header_limit, settings.http_header_timeout) == (16 * 1024, 10.0)
 
 
 def test_test_profile_differs_from_development_only_in_the_database(
@@ -123,6 +124,8 @@ def test_environment_overrides_profile_defaults(environment: pytest.MonkeyPatch)
         "AMQPHOST": "broker.internal",
         "AMQPPORT": "5673",
         "JSON_BODY_LIMIT": "1.5mb",
+        "HTTP_HEADER_LIMIT": "8kb",
+        "HTTP_HEADER_TIMEOUT": "2.5",
         "CONSUL_SERVICE_NAME": "messenger",
     }.items():
         environment.setenv(name, value)
@@ -133,6 +136,7 @@ def test_environment_overrides_profile_defaults(environment: pytest.MonkeyPatch)
     assert settings.pgpassword.get_secret_value() == SECRET
     assert (settings.amqphost, settings.amqpport) == ("broker.internal", 5673)
     assert settings.json_body_limit == 1536 * 1024
+    assert (settings.http_header_limit, settings.http_header_timeout) == (8192, 2.5)
     assert settings.consul_service_name == "messenger"
     assert (settings.consul_host, settings.consul_port) == ("consul-client", 8500)
 
@@ -159,6 +163,9 @@ def test_secrets_never_appear_in_the_settings_repr(environment: pytest.MonkeyPat
         ({"NODE_ENV": "staging"}, "MESSENGER_ENV/NODE_ENV"),
         ({"JSON_BODY_LIMIT": "12xb"}, "JSON_BODY_LIMIT"),
         ({"JSON_BODY_LIMIT": "-1"}, "JSON_BODY_LIMIT"),
+        ({"HTTP_HEADER_LIMIT": "512b"}, "HTTP_HEADER_LIMIT"),
+        ({"HTTP_HEADER_LIMIT": "2mb"}, "HTTP_HEADER_LIMIT"),
+        ({"HTTP_HEADER_TIMEOUT": "0"}, "HTTP_HEADER_TIMEOUT"),
         ({"MESSENGER_ENV": "production", "AMQPHOST": "rabbitmq"}, "PGHOST"),
         ({"MESSENGER_ENV": "production", "PGHOST": "messenger-db"}, "AMQPHOST"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
