@@ -103,6 +103,11 @@ class Pool(asyncpg.Pool):
     queues for), then for a connection, PG_ACQUIRE_TIMEOUT seconds in all, connecting
     included; after that it raises PoolBusy. A connection that broke during the block is
     closed instead of going back to the pool.
+
+    `acquire(conversation=id)` first waits in that conversation's own line, which holds at
+    most half the connections: sends of one conversation queue for its counter row anyway,
+    and a conversation whose row is locked (or just very busy) must not take every
+    connection from everybody else.
     """
 
     def __init__(self, *, gate: Gate | None, acquire_timeout: float, **kwargs: Any) -> None:
@@ -110,9 +115,14 @@ class Pool(asyncpg.Pool):
         self.gate = gate
         self.acquire_timeout = acquire_timeout
         self.busy_count = 0  # acquires that ran out of time, for /metrics
+        self.conversation_share = max(1, self.get_max_size() // 2)
+        self.lines: dict[int, Gate] = {}  # conversations with a send under way, and their line
 
-    def acquire(self, *, timeout: float | None = None) -> "_AcquireContext":
-        return _BoundedAcquire(self, self.acquire_timeout if timeout is None else timeout)
+    def acquire(
+        self, *, timeout: float | None = None, conversation: int | None = None
+    ) -> "_AcquireContext":
+        timeout = self.acquire_timeout if timeout is None else timeout
+        return _BoundedAcquire(self, timeout, conversation)
 
 
 if TYPE_CHECKING:
@@ -122,28 +132,37 @@ else:  # not subscriptable at run time
 
 
 class _BoundedAcquire(_AcquireContext):
-    __slots__ = ("gated",)
+    __slots__ = ("conversation", "entered")
 
-    def __init__(self, pool: Pool, timeout: float) -> None:
+    def __init__(self, pool: Pool, timeout: float, conversation: int | None) -> None:
         super().__init__(pool, timeout)
-        self.gated = False
+        self.conversation = conversation
+        self.entered: list[Gate] = []
 
     async def __aenter__(self) -> "PoolConnectionProxy[asyncpg.Record]":
         pool = self.pool
         assert isinstance(pool, Pool)
         try:
             async with asyncio.timeout(self.timeout):
-                self.timeout = None  # the whole wait is bounded here, gate included
+                self.timeout = None  # the whole wait is bounded here, the lines included
+                if self.conversation is not None and pool.gate is not None:
+                    line = pool.lines.get(self.conversation)
+                    if line is None:
+                        line = pool.lines[self.conversation] = Gate(pool.conversation_share)
+                    await self._enter(line)
                 if pool.gate is not None:
-                    await pool.gate.enter()
-                    self.gated = True
+                    await self._enter(pool.gate)
                 return await super().__aenter__()
         except BaseException as error:
-            self._leave_gate()
+            self._leave_lines()
             if isinstance(error, TimeoutError):
                 pool.busy_count += 1
                 raise PoolBusy(f"no database connection within {pool.acquire_timeout:g}s") from None
             raise
+
+    async def _enter(self, line: Gate) -> None:
+        await line.enter()
+        self.entered.append(line)
 
     async def __aexit__(self, *exc_info: object) -> None:
         exc = exc_info[1] if len(exc_info) > 1 else None
@@ -159,17 +178,19 @@ class _BoundedAcquire(_AcquireContext):
                 # the client gets its answer; asyncpg has already closed the connection.
                 logger.warning("releasing a database connection failed: %r", error)
         finally:
-            self._leave_gate()
+            self._leave_lines()
 
-    def _leave_gate(self) -> None:
-        if self.gated:
-            self.gated = False
-            gate = self.pool.gate if isinstance(self.pool, Pool) else None
-            if gate is not None:
-                gate.leave()
+    def _leave_lines(self) -> None:
+        pool = self.pool
+        assert isinstance(pool, Pool)
+        while self.entered:
+            line = self.entered.pop()
+            line.leave()
+            if line is not pool.gate and line.in_use == 0 and self.conversation is not None:
+                del pool.lines[self.conversation]  # nobody holds or waits: forget it
 
     def __await__(self) -> Generator[Any, None, "PoolConnectionProxy[asyncpg.Record]"]:
-        # A bare `await pool.acquire()` could not give the gate its slot back on release.
+        # A bare `await pool.acquire()` could not give its place in line back on release.
         raise TypeError("use `async with pool.acquire() as conn`")
 
 
@@ -380,8 +401,12 @@ async def send_message(
     """Append a message and its outbox event in one statement; None if the user is no member.
 
     The counter row of the conversation is the only lock taken, so senders of one
-    conversation queue up behind each other and nobody else waits.
+    conversation queue up behind each other and nobody else waits; from the pool, they queue
+    in the conversation's own line (see Pool).
     """
+    if isinstance(conn, Pool):
+        async with conn.acquire(conversation=channel_id) as held:
+            return await held.fetchrow(SEND_MESSAGE, channel_id, user_id, content)
     return await conn.fetchrow(SEND_MESSAGE, channel_id, user_id, content)
 
 

@@ -28,7 +28,9 @@ class Gate:
 
     async def enter(self) -> None:
         """Take a slot, waiting for it in line; bound the wait with `asyncio.timeout`."""
-        if self._free > 0 and not self._waiters:
+        # A free slot means nobody is in line: leave() hands slots to waiters before it
+        # frees one, and a waiter joins the line only when no slot is free.
+        if self._free > 0:
             self._free -= 1
             return
         turn = asyncio.get_running_loop().create_future()
