@@ -3,17 +3,21 @@
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
 import pytest
 
-from messenger import db
+from messenger import db, jobs
 from messenger.errors import DATABASE_BUSY, DATABASE_UNAVAILABLE, Unavailable
 from messenger.settings import Settings
 from tests import factories
-from tests.conftest import app_client
+from tests.conftest import app_client, base_settings
+from tests.private_postgres import private_postgres
+from tests.processes import serve, service_env
 
 
 @contextlib.asynccontextmanager
@@ -195,3 +199,80 @@ async def test_a_connection_killed_mid_statement_is_replaced_not_reused(
         assert await single.fetchval("SELECT pg_backend_pid()") != killed
     finally:
         await single.close()
+
+
+@dataclass
+class SendLoad:
+    """Senders that post into conversations until told to stop, recording every answer."""
+
+    url: str
+    conversations: list[tuple[str, int]]  # (conversation id, a member's user id)
+    answers: list[tuple[float, int, str | None]] = field(default_factory=list)  # time, status, id
+    failures: list[str] = field(default_factory=list)  # no HTTP answer at all
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def sender(self, client: httpx.AsyncClient, number: int) -> None:
+        conversation, user_id = self.conversations[number % len(self.conversations)]
+        while not self.stop.is_set():
+            try:
+                response = await send(client, conversation, user_id)
+            except httpx.HTTPError as error:
+                self.failures.append(repr(error))
+                continue
+            message_id = None
+            if response.status_code == 201:
+                message_id = response.json()["message"]["id"]
+            elif response.status_code == 503:
+                assert response.headers["retry-after"] == "1"
+                assert response.json()["error"] in {DATABASE_UNAVAILABLE, DATABASE_BUSY}
+            self.answers.append((time.monotonic(), response.status_code, message_id))
+
+    async def run(self, senders: int) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=15) as client:
+            await asyncio.gather(*(self.sender(client, number) for number in range(senders)))
+
+
+async def test_postgresql_restarts_under_load_give_only_201_and_503_and_lose_nothing() -> None:
+    with private_postgres() as cluster:
+        settings = base_settings(pgport=cluster.port, pgdatabase="messenger_restart")
+        await asyncio.to_thread(jobs.run_migrate, settings)
+        conn = await asyncpg.connect(**db.connect_kwargs(settings))
+        try:
+            users = [
+                await conn.fetchval("INSERT INTO users (name) VALUES ($1) RETURNING id", name)
+                for name in ("Ada", "Grace", "Alan", "Edsger")
+            ]
+        finally:
+            await conn.close()
+
+        with serve(service_env(settings)) as service:
+            async with httpx.AsyncClient(base_url=service.url) as client:
+                conversations = [
+                    (await factories.conversation(client, users[0], users[1]), users[0]),
+                    (await factories.conversation(client, users[2], users[3]), users[2]),
+                ]
+            load = SendLoad(service.url, conversations)
+            running = asyncio.ensure_future(load.run(senders=16))
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(cluster.restart, "fast")
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(cluster.restart, "immediate")
+            restarted = time.monotonic()
+            await asyncio.sleep(2.0)
+            load.stop.set()
+            await running
+
+        statuses = Counter(status for _, status, _ in load.answers)
+        assert load.failures == []
+        assert set(statuses) <= {201, 503}, statuses
+        assert any(at > restarted and status == 201 for at, status, _ in load.answers)
+        acknowledged = [message_id for _, _, message_id in load.answers if message_id]
+        conn = await asyncpg.connect(**db.connect_kwargs(settings))
+        try:
+            stored = await conn.fetchval(
+                "SELECT count(*) FROM messages WHERE id = ANY($1::bigint[])",
+                [int(message_id) for message_id in acknowledged],
+            )
+        finally:
+            await conn.close()
+        assert stored == len(acknowledged) > 0
