@@ -51,6 +51,7 @@ async def test_ready_reports_every_dependency(client: httpx.AsyncClient) -> None
     body = response.json()
     assert body["status"] == "ready"
     assert body["database"] is True
+    assert body["pool"] == {"busy": False, "in_use": 0, "max": 10, "waiting": 0}
     assert body["broker"] is None  # RELAY_ENABLED=false: no broker to be connected to
     assert body["outbox"] == {"pending": 0, "oldest_age_seconds": 0.0}
     assert body["registered"] is None  # CONSUL_SERVICE_NAME unset
