@@ -3,15 +3,13 @@
 import logging
 import re
 import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from messenger.limits import OpenFilesWatch, open_files
 from messenger.settings import Settings
-from tests.processes import ROOT, service_env, terminate, wait_for_health
+from tests.processes import serve, service_env
 
 LOW_SOFT_LIMIT = 256
 
@@ -27,21 +25,12 @@ def test_serve_raises_its_soft_open_files_limit_to_the_hard_limit(database: Sett
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard <= LOW_SOFT_LIMIT:
         pytest.skip(f"the hard limit here ({hard}) leaves nothing to raise")
-    env = service_env(database)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "messenger", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        # As a container runtime's default soft limit would.
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_SOFT_LIMIT, hard)),
-    )
-    try:
-        wait_for_health(f"http://127.0.0.1:{env['PORT']}", process)
-        assert open_files_limits(process.pid) == (hard, hard)
-    finally:
-        terminate(process, within=15)
+
+    def lowered() -> None:  # as a container runtime's default soft limit would be
+        resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_SOFT_LIMIT, hard))
+
+    with serve(service_env(database), preexec_fn=lowered) as service:
+        assert open_files_limits(service.process.pid) == (hard, hard)
 
 
 def test_a_warning_is_logged_once_when_open_files_near_the_limit(
