@@ -83,7 +83,7 @@ async def test_a_locked_conversation_stalls_only_its_own_senders(
 ) -> None:
     lock_timeout = 3.0
     small = settings.model_copy(
-        update={"pg_pool_max": 4, "pg_lock_timeout": lock_timeout, "pg_acquire_timeout": 4.0}
+        update={"pg_pool_max": 8, "pg_lock_timeout": lock_timeout, "pg_acquire_timeout": 4.0}
     )
     async with app_client(small) as client:
         a, b, c, d = await factories.users(pool, "Ada", "Grace", "Alan", "Edsger")
@@ -92,9 +92,9 @@ async def test_a_locked_conversation_stalls_only_its_own_senders(
         await factories.send(client, other, c)
 
         async with locked(pool, stuck):
-            stuck_sends = [asyncio.ensure_future(send(client, stuck, a)) for _ in range(6)]
-            # Half the pool waits on the lock; the rest of the stuck senders wait in line.
-            await wait_for_lock_waiters(pool, small.pgdatabase, 2)
+            stuck_sends = [asyncio.ensure_future(send(client, stuck, a)) for _ in range(8)]
+            # Six connections wait on the lock, the last two stuck senders in their line.
+            await wait_for_lock_waiters(pool, small.pgdatabase, 6)
             others = [
                 *(client.get(f"/conversations/{other}/messages") for _ in range(10)),
                 *(send(client, other, d) for _ in range(6)),
