@@ -10,17 +10,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from messenger import db, discovery, handlers
+from messenger import db, discovery, handlers, limits
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
 from messenger.events import OutboxRelay
-from messenger.metrics import Metrics
+from messenger.metrics import PROBE_TIMEOUT, Metrics
 from messenger.services import Services
 from messenger.settings import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+RELAY_POOL_MAX = 2  # the relay's round and a failure record in a short transaction of its own
 
 
 def by_method(**handlers: Handler) -> Handler:
@@ -64,23 +66,29 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        pool = await db.create_pool(settings)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            pool = await db.create_pool(settings)
+            stack.push_async_callback(pool.close)
             await db.check_reachable(pool, settings)
+            checks = db.CheckConnection(settings, timeout=PROBE_TIMEOUT)
+            stack.callback(checks.close)
             services = Services(
-                settings=settings, pool=pool, discovery=registration, metrics=metrics
+                settings=settings,
+                pool=pool,
+                checks=checks,
+                discovery=registration,
+                metrics=metrics,
             )
             if settings.relay_enabled:
-                services.relay = OutboxRelay(settings, pool, services.outbox_pending)
+                # Connections of its own: requests never wait behind the relay, nor it behind them.
+                relay_pool = await db.create_pool(settings, gated=False, max_size=RELAY_POOL_MAX)
+                stack.push_async_callback(relay_pool.close)
+                services.relay = OutboxRelay(settings, relay_pool, services.outbox_pending)
                 services.relay.start()
-            try:
-                async with discovery.registered(registration):
-                    yield {"services": services}
-            finally:
-                if services.relay is not None:
-                    await services.relay.stop()
-        finally:
-            await pool.close()
+                stack.push_async_callback(services.relay.stop)
+            await stack.enter_async_context(limits.watch_open_files())
+            await stack.enter_async_context(discovery.registered(registration))
+            yield {"services": services}
 
     middleware = [
         Middleware(AccessLogMiddleware, metrics=metrics),

@@ -24,8 +24,10 @@ def serve(settings: Settings) -> int:
     from messenger.app import create_app
     from messenger.discovery import Registration
     from messenger.http_limits import bounded_protocol
+    from messenger.limits import raise_open_files_limit
     from messenger.server import Server
 
+    raise_open_files_limit()
     # One registration shared by the app (which registers) and the server (which deregisters
     # first on a signal, before uvicorn stops accepting connections).
     registration = Registration.for_settings(settings)

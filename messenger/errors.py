@@ -3,7 +3,8 @@
     MessengerError               an answer for the client: status + text, never internals
     ├── BadRequest (400)         malformed input or a broken rule (texts kept from Node)
     ├── NotFound (404)           an unknown conversation
-    └── Unavailable (503)        a dependency (PostgreSQL) cannot be reached right now
+    └── Unavailable (503)        PostgreSQL cannot be reached, or a bounded wait for it ran out
+                                 (pool, lock, statement timeout); sent with Retry-After
 
 Anything else that escapes a handler is a bug: it is logged with the request id and the
 client gets a 500 JSON body naming only that id.
@@ -37,6 +38,7 @@ CURSORS_EXCLUSIVE = "after_index and before_index cannot be used together"
 NOT_FOUND = "Not found"
 METHOD_NOT_ALLOWED = "Method not allowed"
 DATABASE_UNAVAILABLE = "The database is unavailable, try again shortly"
+DATABASE_BUSY = "The database is busy, try again shortly"
 INTERNAL_ERROR = "Internal server error (request id {request_id})"
 
 

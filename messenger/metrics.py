@@ -1,6 +1,5 @@
 """Prometheus metrics and readiness: request figures, and dependency figures read at scrape time."""
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from messenger.discovery import State
 if TYPE_CHECKING:
     from messenger.services import Services
 
-PROBE_TIMEOUT = 2.0  # seconds a readiness probe or scrape waits for PostgreSQL
+PROBE_TIMEOUT = 2.0  # seconds a readiness check or scrape waits for PostgreSQL, connecting included
 UNMATCHED = "unmatched"  # the route label of paths no route knows, so junk URLs add no series
 
 # Request latencies of a chat API: milliseconds when healthy, seconds when PostgreSQL struggles.
@@ -34,20 +33,37 @@ class Probe:
 
 
 async def probe(services: "Services") -> Probe:
-    """Ask PostgreSQL for the outbox backlog; an answer also proves the database reachable."""
+    """Ask PostgreSQL for the outbox backlog; an answer also proves the database reachable.
+
+    The question goes over a connection of its own, never through the request pool, so a
+    busy pool is not mistaken for a database that is down.
+    """
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT):
-            pending, oldest_age = await db.outbox_backlog(services.pool)
+        pending, oldest_age = await services.checks.run(db.outbox_backlog)
     except db.DATABASE_ERRORS:
         return Probe(database=False)
     return Probe(database=True, outbox_pending=pending, outbox_oldest_age=oldest_age)
+
+
+def pool_state(pool: db.Pool) -> dict[str, int | bool]:
+    """The request pool right now; `busy` while requests wait in line for a connection."""
+    gate = pool.gate
+    waiting = 0 if gate is None else gate.waiting
+    return {
+        "busy": waiting > 0,
+        "in_use": pool.get_size() - pool.get_idle_size(),
+        "max": pool.get_max_size(),
+        "waiting": waiting,
+    }
 
 
 def readiness(services: "Services", found: Probe) -> tuple[bool, dict[str, Any]]:
     """Whether the instance should get traffic, and the figures that say why.
 
     Only an unreachable database (or a shutdown under way) makes it unready: the outbox
-    keeps events while the broker is away, and Consul is the load balancer's concern.
+    keeps events while the broker is away, and Consul is the load balancer's concern. A busy
+    pool does not either: taking a loaded instance out would only load the others more, and
+    its requests get a 503 after PG_ACQUIRE_TIMEOUT rather than hang.
     """
     relay = services.relay
     registration = services.discovery
@@ -56,6 +72,7 @@ def readiness(services: "Services", found: Probe) -> tuple[bool, dict[str, Any]]
     body = {
         "status": "ready" if ready else "unavailable",
         "database": found.database,
+        "pool": pool_state(services.pool),
         "broker": None if relay is None else bool(relay.connected),
         "outbox": {
             "pending": found.outbox_pending,
@@ -164,6 +181,16 @@ def _pool_figures(services: "Services") -> Iterable[Metric]:
     connections.add_metric(["idle"], idle)
     yield connections
     yield _gauge("messenger_db_pool_max_connections", "The pool's size limit.", pool.get_max_size())
+    yield _gauge(
+        "messenger_db_pool_waiting_requests",
+        "Requests waiting in line for a pool connection.",
+        pool_state(pool)["waiting"],
+    )
+    yield CounterMetricFamily(
+        "messenger_db_pool_timeouts",
+        "Requests answered 503 because no pool connection came free within PG_ACQUIRE_TIMEOUT.",
+        value=pool.busy_count,
+    )
 
 
 def _relay_figures(services: "Services") -> Iterable[Metric]:

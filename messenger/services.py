@@ -3,9 +3,9 @@
 import asyncio
 from dataclasses import dataclass, field
 
-import asyncpg
 from starlette.requests import Request
 
+from messenger.db import CheckConnection, Pool
 from messenger.discovery import Registration
 from messenger.events import OutboxRelay
 from messenger.metrics import Metrics
@@ -15,7 +15,8 @@ from messenger.settings import Settings
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    pool: asyncpg.Pool
+    pool: Pool
+    checks: CheckConnection  # readiness and metrics: a connection outside the pool
     outbox_pending: asyncio.Event = field(default_factory=asyncio.Event)
     relay: OutboxRelay | None = None
     discovery: Registration | None = None  # None: CONSUL_SERVICE_NAME unset, never registers

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     pgdatabase: str = Field(min_length=1, max_length=63)
     pg_pool_max: int = Field(default=10, ge=1)
     pg_command_timeout: float = Field(default=10.0, gt=0)
+    # Every wait of a request is bounded; each one running out is a 503 with Retry-After.
+    pg_acquire_timeout: float = Field(default=2.0, gt=0)
+    pg_lock_timeout: float = Field(default=1.0, gt=0)
+    pg_statement_timeout: float = Field(default=5.0, gt=0)
 
     app_db_user: str | None = Field(default=None, min_length=1, max_length=63)
     app_db_password: SecretStr | None = None

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,14 +81,20 @@ def terminate(process: subprocess.Popen[bytes], within: float) -> None:
 
 
 @contextlib.contextmanager
-def serve(env: dict[str, str], *args: str) -> Iterator[Service]:
-    """Run the service until the block ends, then stop it with SIGTERM (SIGKILL if stuck)."""
+def serve(
+    env: dict[str, str], *args: str, preexec_fn: Callable[[], object] | None = None
+) -> Iterator[Service]:
+    """Run the service until the block ends, then stop it with SIGTERM (SIGKILL if stuck).
+
+    `preexec_fn` runs in the child before the service starts (e.g. to set resource limits).
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "messenger", "serve", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
     )
     url = f"http://127.0.0.1:{env['PORT']}"
     try:
