@@ -17,6 +17,7 @@ from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
 from messenger.events import OutboxRelay
 from messenger.metrics import Metrics
+from messenger.page_cache import PageCache
 from messenger.services import Services
 from messenger.settings import Settings
 
@@ -68,7 +69,11 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
         try:
             await db.check_reachable(pool, settings)
             services = Services(
-                settings=settings, pool=pool, discovery=registration, metrics=metrics
+                settings=settings,
+                pool=pool,
+                pages=PageCache(settings.messages_cache_size),
+                discovery=registration,
+                metrics=metrics,
             )
             if settings.relay_enabled:
                 services.relay = OutboxRelay(settings, pool, services.outbox_pending)

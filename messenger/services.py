@@ -9,6 +9,7 @@ from starlette.requests import Request
 from messenger.discovery import Registration
 from messenger.events import OutboxRelay
 from messenger.metrics import Metrics
+from messenger.page_cache import PageCache
 from messenger.settings import Settings
 
 
@@ -16,6 +17,7 @@ from messenger.settings import Settings
 class Services:
     settings: Settings
     pool: asyncpg.Pool
+    pages: PageCache
     outbox_pending: asyncio.Event = field(default_factory=asyncio.Event)
     relay: OutboxRelay | None = None
     discovery: Registration | None = None  # None: CONSUL_SERVICE_NAME unset, never registers

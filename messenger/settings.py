@@ -113,6 +113,8 @@ class Settings(BaseSettings):
 
     json_body_limit: ByteSize = 100 * 1024
     messages_page_max: int = Field(default=1000, ge=1, le=100_000)
+    # Rendered pages kept per instance; a 100-message page is about 16 kB.
+    messages_cache_size: ByteSize = Field(default=8 * 1024 * 1024, ge=0)
 
     consul_service_name: str | None = Field(default=None, min_length=1)
     consul_host: str = "consul-client"
