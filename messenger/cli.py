@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     name = args.command or ("migrate" if _role() == "migrator" else "serve")
     settings = load_settings(broker=name in {"serve", "relay"})
-    configure_logging(settings)
+    # Serving writes its log from a thread; a job's log lines interleave with what it prints.
+    configure_logging(settings, background=name in {"serve", "relay"})
     run, _ = COMMANDS[name]
     try:
         return run(settings)
