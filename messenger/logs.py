@@ -23,6 +23,10 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 
+# Lines waiting for a stdout that does not keep up, at most (about 2 MB); later ones are
+# dropped and counted, and the count is written once stdout takes lines again.
+MAX_PENDING_LINES = 10_000
+
 
 class Access(NamedTuple):
     """One answered request, as the access log reports it."""
@@ -87,6 +91,9 @@ class LogWriter(logging.Handler):
     rendered by the thread. `close()` writes what is queued before returning.
     """
 
+    dropped = 0  # lines not written because MAX_PENDING_LINES were waiting
+    _reported = 0
+
     def __init__(self, stream: IO[str], log_format: str) -> None:
         super().__init__()
         self.stream = stream
@@ -114,12 +121,18 @@ class LogWriter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._queue.put(self.format(record))
+            self._put(self.format(record))
         except Exception:
             self.handleError(record)
 
     def put_access(self, access: Access) -> None:
-        self._queue.put(access)
+        self._put(access)
+
+    def _put(self, item: str | Access) -> None:
+        if self._queue.qsize() >= MAX_PENDING_LINES:
+            self.dropped += 1
+        else:
+            self._queue.put(item)
 
     def access_line(self, access: Access) -> str:
         asctime = self._timestamps(access.created)
@@ -127,6 +140,11 @@ class LogWriter(logging.Handler):
             data = {"time": asctime, "level": "INFO", "logger": ACCESS_LOGGER}
             return json.dumps({**data, "message": access.message, **access.fields})
         return f"{asctime} INFO {ACCESS_LOGGER}: {access.message}"
+
+    def _dropped_line(self, count: int) -> str:
+        message = f"{count} log lines dropped: stdout did not keep up"
+        record = logging.LogRecord(__name__, logging.WARNING, __file__, 0, message, (), None)
+        return self.format(record)
 
     def _write(self) -> None:
         while True:
@@ -141,6 +159,9 @@ class LogWriter(logging.Handler):
                 for item in batch
                 if item is not None
             ]
+            if self.dropped != self._reported:
+                dropped, self._reported = self.dropped - self._reported, self.dropped
+                lines.append(self._dropped_line(dropped))
             if lines:
                 try:
                     self.stream.write("\n".join(lines) + "\n")

@@ -6,10 +6,13 @@ import logging
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import httpx
 import pytest
 
+from messenger import logs
 from messenger.logs import ACCESS_LOGGER, Access, LogWriter, log_access, make_formatter
 from messenger.settings import Settings
 from tests.conftest import app_client
@@ -75,6 +78,37 @@ def test_the_writer_keeps_the_order_of_records_and_access_lines_and_flushes_on_c
         "GET /health 1 0.0ms",
     ]
     assert lines[-1].endswith("GET /health 299 0.0ms")
+
+
+def test_lines_beyond_the_pending_limit_are_dropped_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logs, "MAX_PENDING_LINES", 5)
+    stdout_free = threading.Event()
+
+    class SlowStdout(io.StringIO):
+        def write(self, text: str) -> int:
+            stdout_free.wait(timeout=10)
+            return super().write(text)
+
+    stream = SlowStdout()
+    writer = LogWriter(stream, "text")
+    try:
+        writer.put_access(ACCESSES[0])
+        time.sleep(0.2)  # the writer took the first line and waits for stdout
+        for status in range(100, 120):
+            writer.put_access(ACCESSES[0]._replace(status=status))
+        stdout_free.set()
+    finally:
+        writer.close()
+
+    lines = stream.getvalue().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "GET /health 200 0.0ms",
+        *(f"GET /health {status} 0.0ms" for status in range(100, 105)),
+        "15 log lines dropped: stdout did not keep up",
+    ]
+    assert " WARNING messenger.logs: " in lines[-1]
 
 
 def test_the_writer_is_used_only_when_it_is_the_lines_sole_destination() -> None:
