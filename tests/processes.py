@@ -81,13 +81,16 @@ def terminate(process: subprocess.Popen[bytes], within: float) -> None:
 
 
 @contextlib.contextmanager
-def serve(env: dict[str, str], *args: str) -> Iterator[Service]:
-    """Run the service until the block ends, then stop it with SIGTERM (SIGKILL if stuck)."""
+def serve(env: dict[str, str], *args: str, stdout: int = subprocess.DEVNULL) -> Iterator[Service]:
+    """Run the service until the block ends, then stop it with SIGTERM (SIGKILL if stuck).
+
+    With `stdout=subprocess.PIPE` the service's log stays readable after the block.
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "messenger", "serve", *args],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{env['PORT']}"

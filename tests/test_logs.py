@@ -5,7 +5,6 @@ import json
 import logging
 import re
 import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +15,7 @@ from messenger import logs
 from messenger.logs import ACCESS_LOGGER, Access, LogWriter, log_access, make_formatter
 from messenger.settings import Settings
 from tests.conftest import app_client
-from tests.processes import ROOT, service_env, terminate, wait_for_health
+from tests.processes import serve, service_env
 
 ACCESSES = [
     Access(1_764_000_000.0, "a" * 32, "GET", "/health", 200, 0.04),
@@ -164,22 +163,12 @@ def test_a_serving_process_writes_one_access_line_per_request(
     database: Settings, log_format: str
 ) -> None:
     env = service_env(database, LOG_LEVEL="info", LOG_FORMAT=log_format)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "messenger", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{env['PORT']}"
-    try:
-        wait_for_health(url, process)
+    with serve(env, stdout=subprocess.PIPE) as service:
         for n in range(3):
-            httpx.get(f"{url}/conversations/424242/messages", headers={"X-Request-Id": f"r{n}"})
-    finally:
-        terminate(process, within=15)
-    assert process.stdout is not None
-    output = process.stdout.read().decode()
+            path = "/conversations/424242/messages"
+            httpx.get(f"{service.url}{path}", headers={"X-Request-Id": f"r{n}"})
+    assert service.process.stdout is not None
+    output = service.process.stdout.read().decode()
     lines = [line for line in output.splitlines() if "424242" in line]
 
     assert len(lines) == 3
