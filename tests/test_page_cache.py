@@ -143,4 +143,4 @@ def test_a_replaced_page_is_counted_once_and_one_larger_than_the_cache_is_not_ke
 
 def test_the_cache_size_is_a_byte_size_setting() -> None:
     assert base_settings(messages_cache_size="1.5mb").messages_cache_size == 1536 * 1024
-    assert Settings.model_fields["messages_cache_size"].default == 8 * 1024 * 1024
+    assert Settings.model_fields["messages_cache_size"].default == 4 * 1024 * 1024
