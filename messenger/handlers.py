@@ -193,7 +193,9 @@ async def list_messages(request: Request) -> Response:
     """Messages oldest first, `limit` at a time (at most MESSAGES_PAGE_MAX).
 
     Without a cursor the first page is returned; `after_index` pages forward and
-    `before_index` backward. A full page carries a `Link` header to the next one.
+    `before_index` backward. A full page carries a `Link` header to the next one. A page this
+    instance rendered before is served again while the conversation's counter says it is
+    current (see page_cache); the reader and the conversation are checked on every read.
     """
     reader_id = _optional_user_id(request)
     conversation_id = _path_id(request, "conversation_id")
