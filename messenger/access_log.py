@@ -1,6 +1,5 @@
 """One log line and metrics per request, an `X-Request-Id` on each response, the last-resort 500."""
 
-import logging
 import re
 import time
 import uuid
@@ -9,10 +8,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messenger.errors import INTERNAL_ERROR, error_response
-from messenger.logs import ACCESS_LOGGER, Access, log_access
+from messenger.logs import Access, access_logger, log_access
 from messenger.metrics import Metrics
-
-logger = logging.getLogger(ACCESS_LOGGER)
 
 # A request id from a client or proxy is kept only if it is short and harmless to log.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -53,7 +50,7 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            logger.exception("unhandled error", extra={"request_id": request_id})
+            access_logger.exception("unhandled error", extra={"request_id": request_id})
             if response_started:
                 raise
             response = error_response(500, INTERNAL_ERROR.format(request_id=request_id))

@@ -54,16 +54,18 @@ class Access(NamedTuple):
         }
 
 
+access_logger = logging.getLogger(ACCESS_LOGGER)
+
+
 def log_access(access: Access) -> None:
     """Write the access line: straight to the writer when it is the line's only destination."""
-    logger = logging.getLogger(ACCESS_LOGGER)
-    if not logger.isEnabledFor(logging.INFO):
+    if not access_logger.isEnabledFor(logging.INFO):
         return
-    writer = LogWriter.sole_handler(logger)
+    writer = LogWriter.sole_handler(access_logger)
     if writer is not None:
         writer.put_access(access)
         return
-    logger.info(access.message, extra=access.fields)
+    access_logger.info(access.message, extra=access.fields)
 
 
 class _Timestamps:
@@ -91,13 +93,12 @@ class LogWriter(logging.Handler):
     rendered by the thread. `close()` writes what is queued before returning.
     """
 
-    dropped = 0  # lines not written because MAX_PENDING_LINES were waiting
-    _reported = 0
-
     def __init__(self, stream: IO[str], log_format: str) -> None:
         super().__init__()
         self.stream = stream
         self.log_format = log_format
+        self.dropped = 0  # lines not written because MAX_PENDING_LINES were waiting
+        self._reported = 0
         self.setFormatter(make_formatter(log_format))
         self._timestamps = _Timestamps()
         self._queue: queue.SimpleQueue[str | Access | None] = queue.SimpleQueue()
