@@ -1,6 +1,5 @@
 """One log line and metrics per request, an `X-Request-Id` on each response, the last-resort 500."""
 
-import logging
 import re
 import time
 import uuid
@@ -9,9 +8,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messenger.errors import INTERNAL_ERROR, error_response
+from messenger.logs import Access, access_logger, log_access
 from messenger.metrics import Metrics
-
-logger = logging.getLogger("messenger.access")
 
 # A request id from a client or proxy is kept only if it is short and harmless to log.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -52,7 +50,7 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            logger.exception("unhandled error", extra={"request_id": request_id})
+            access_logger.exception("unhandled error", extra={"request_id": request_id})
             if response_started:
                 raise
             response = error_response(500, INTERNAL_ERROR.format(request_id=request_id))
@@ -61,19 +59,5 @@ class AccessLogMiddleware:
             duration = time.perf_counter() - started
             if self.metrics is not None:
                 self.metrics.observe_request(scope, status, duration)
-            if logger.isEnabledFor(logging.INFO):  # skip building the record when it is off
-                duration_ms = duration * 1000
-                logger.info(
-                    "%s %s %d %.1fms",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    duration_ms,
-                    extra={
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(duration_ms, 2),
-                    },
-                )
+            method, path = scope["method"], scope["path"]
+            log_access(Access(time.time(), request_id, method, path, status, duration * 1000))

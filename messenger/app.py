@@ -17,6 +17,7 @@ from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
 from messenger.events import OutboxRelay
 from messenger.metrics import PROBE_TIMEOUT, Metrics
+from messenger.page_cache import PageCache
 from messenger.services import Services
 from messenger.settings import Settings
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
                 settings=settings,
                 pool=pool,
                 checks=checks,
+                pages=PageCache(settings.messages_cache_size),
                 discovery=registration,
                 metrics=metrics,
             )

@@ -435,47 +435,102 @@ m.id::text AS id, m.content, m.user_id::text AS user_id, m.channel_id::text AS c
 m.index::text AS index, {ISO_UTC.format(column="m.inserted_at")} AS inserted_at,
 u.name AS username
 """
+MESSAGE_KEYS = ("id", "content", "user_id", "channel_id", "index", "inserted_at", "username")
 
-# A reader who names themselves ($4) must be a member; an anonymous read is allowed.
-READER_IS_MEMBER = """
-($4::bigint IS NULL OR EXISTS (SELECT FROM users_channels WHERE channel_id = $1 AND user_id = $4))
+# The conversation's counter and whether the reader may read it, once per statement. A reader
+# who names themselves ($4) must be a member; an anonymous read is allowed. MATERIALIZED keeps
+# the membership check from being copied into the page's subquery.
+CONVERSATION_FOR_READER = """
+WITH conversation AS MATERIALIZED (
+    SELECT last_index,
+           ($4::bigint IS NULL OR EXISTS (
+               SELECT FROM users_channels WHERE channel_id = $1 AND user_id = $4
+           )) AS reader_allowed
+    FROM channels WHERE id = $1
+)
 """.strip()
 
-LIST_MESSAGES_AFTER = f"""
-SELECT {MESSAGE_COLUMNS}
-FROM messages m JOIN users u ON u.id = m.user_id
-WHERE m.channel_id = $1 AND m.index > $2 AND {READER_IS_MEMBER}
-ORDER BY m.index
-LIMIT $3
-"""
+# The page is read only for an allowed reader whose copy of it ($5: valid while the counter
+# is at most this; NULL: no copy) is out of date; otherwise the one row has NULL columns.
+PAGE_WANTED = "conversation.reader_allowed AND ($5::bigint IS NULL OR conversation.last_index > $5)"
 
-LIST_MESSAGES_BEFORE = f"""
-SELECT id, content, user_id, channel_id, index, inserted_at, username FROM (
+
+def _page_statement(cursor: str, order: str) -> str:
+    """A read of one page: `cursor` bounds the indexes, `order` picks the end it starts from."""
+    return f"""
+{CONVERSATION_FOR_READER}
+SELECT page.id, page.content, page.user_id, page.channel_id, page.index, page.inserted_at,
+       page.username, conversation.last_index, conversation.reader_allowed
+FROM conversation LEFT JOIN LATERAL (
     SELECT {MESSAGE_COLUMNS}, m.index AS position
     FROM messages m JOIN users u ON u.id = m.user_id
-    WHERE m.channel_id = $1 AND m.index < $2 AND {READER_IS_MEMBER}
-    ORDER BY m.index DESC
+    WHERE m.channel_id = $1 AND {cursor} AND {PAGE_WANTED}
+    ORDER BY m.index {order}
     LIMIT $3
-) AS page
-ORDER BY position
+) AS page ON true
+ORDER BY page.position
 """
+
+
+LIST_MESSAGES_AFTER = _page_statement("m.index > $2", "ASC")
+LIST_MESSAGES_BEFORE = _page_statement("m.index < $2", "DESC")
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    """What one read found: the conversation's counter, the reader's right, and the page.
+
+    `last_index` is None when the conversation does not exist. `rows` is empty when there
+    are no such messages, and also when the page was not read: the reader may not read it,
+    or the caller's copy is still valid.
+    """
+
+    last_index: int | None
+    reader_allowed: bool
+    rows: list[asyncpg.Record]
+
+
+def _message_page(rows: list[asyncpg.Record]) -> MessagePage:
+    if not rows:
+        return MessagePage(None, False, [])
+    first = rows[0]
+    if first["id"] is None:  # no page: the one row is the conversation's
+        rows = []
+    return MessagePage(first["last_index"], first["reader_allowed"], rows)
 
 
 async def list_messages_after(
-    conn: Executor, channel_id: int, after_index: int, limit: int, reader_id: int | None
-) -> list[asyncpg.Record]:
+    conn: Executor,
+    channel_id: int,
+    after_index: int,
+    limit: int,
+    reader_id: int | None,
+    valid_through: int | None = None,
+) -> MessagePage:
     """Up to `limit` messages with an index above `after_index`, oldest first.
 
-    Empty when the conversation is unknown or `reader_id` is not a member of it.
+    One round trip reads the counter, checks the reader and, unless the caller's copy is
+    still valid (`valid_through` at or above the counter), the page.
     """
-    return await conn.fetch(LIST_MESSAGES_AFTER, channel_id, after_index, limit, reader_id)
+    rows = await conn.fetch(
+        LIST_MESSAGES_AFTER, channel_id, after_index, limit, reader_id, valid_through
+    )
+    return _message_page(rows)
 
 
 async def list_messages_before(
-    conn: Executor, channel_id: int, before_index: int, limit: int, reader_id: int | None
-) -> list[asyncpg.Record]:
-    """The `limit` messages just below `before_index`, oldest first (empty as above)."""
-    return await conn.fetch(LIST_MESSAGES_BEFORE, channel_id, before_index, limit, reader_id)
+    conn: Executor,
+    channel_id: int,
+    before_index: int,
+    limit: int,
+    reader_id: int | None,
+    valid_through: int | None = None,
+) -> MessagePage:
+    """The `limit` messages just below `before_index`, oldest first (otherwise as above)."""
+    rows = await conn.fetch(
+        LIST_MESSAGES_BEFORE, channel_id, before_index, limit, reader_id, valid_through
+    )
+    return _message_page(rows)
 
 
 SET_VIEW_HORIZON = """

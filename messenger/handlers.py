@@ -28,6 +28,7 @@ from messenger.errors import (
     NotFound,
 )
 from messenger.metrics import probe, readiness
+from messenger.page_cache import render_page
 from messenger.responses import JSONResponse
 from messenger.services import Services
 
@@ -192,7 +193,9 @@ async def list_messages(request: Request) -> Response:
     """Messages oldest first, `limit` at a time (at most MESSAGES_PAGE_MAX).
 
     Without a cursor the first page is returned; `after_index` pages forward and
-    `before_index` backward. A full page carries a `Link` header to the next one.
+    `before_index` backward. A full page carries a `Link` header to the next one. A page this
+    instance rendered before is served again while the conversation's counter says it is
+    current (see page_cache); the reader and the conversation are checked on every read.
     """
     reader_id = _optional_user_id(request)
     conversation_id = _path_id(request, "conversation_id")
@@ -205,27 +208,23 @@ async def list_messages(request: Request) -> Response:
     if after_index is not None and before_index is not None:
         raise BadRequest(CURSORS_EXCLUSIVE)
 
+    backward = before_index is not None
+    cursor = before_index if before_index is not None else after_index or 0
+    key = (conversation_id, backward, cursor, limit)
+    page = services.pages.get(key)
+    read = db.list_messages_before if backward else db.list_messages_after
     async with db.unavailable_as_503():
-        if before_index is not None:
-            rows = await db.list_messages_before(
-                services.pool, conversation_id, before_index, limit, reader_id
-            )
-        else:
-            rows = await db.list_messages_after(
-                services.pool, conversation_id, after_index or 0, limit, reader_id
-            )
-        if not rows:
-            await _membership_error(services, conversation_id, reader_id)
-
-    headers = {}
-    if len(rows) == limit:
-        if before_index is not None:
-            cursor, relation = f"before_index={rows[0]['index']}", "prev"
-        else:
-            cursor, relation = f"after_index={rows[-1]['index']}", "next"
-        link = f"{request.url.path}?{cursor}&limit={limit}"
-        headers["Link"] = f'<{link}>; rel="{relation}"'
-    return JSONResponse({"messages": [dict(row) for row in rows]}, headers=headers)
+        valid_through = None if page is None else page.valid_through
+        found = await read(services.pool, conversation_id, cursor, limit, reader_id, valid_through)
+    if found.last_index is None:
+        raise NotFound(CONVERSATION_NOT_FOUND.format(id=conversation_id))
+    if not found.reader_allowed:
+        raise BadRequest(NOT_IN_CONVERSATION.format(id=reader_id))
+    if page is None or found.last_index > page.valid_through:
+        page = render_page(found, cursor, limit, backward=backward)
+        services.pages.put(key, page)
+    headers = {} if page.link is None else {"Link": f"<{request.url.path}{page.link}"}
+    return Response(page.body, headers=headers, media_type=JSONResponse.media_type)
 
 
 async def set_view_horizon(request: Request) -> Response:

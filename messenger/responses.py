@@ -6,8 +6,11 @@ import orjson
 from starlette.responses import JSONResponse as StarletteJSONResponse
 
 
-class JSONResponse(StarletteJSONResponse):
+def render_json(content: Any) -> bytes:
     """Byte for byte what Starlette renders with `json.dumps`, at a fraction of the CPU."""
+    return orjson.dumps(content)
 
+
+class JSONResponse(StarletteJSONResponse):
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return render_json(content)

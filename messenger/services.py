@@ -9,6 +9,7 @@ from messenger.db import CheckConnection, Pool
 from messenger.discovery import Registration
 from messenger.events import OutboxRelay
 from messenger.metrics import Metrics
+from messenger.page_cache import PageCache
 from messenger.settings import Settings
 
 
@@ -17,6 +18,7 @@ class Services:
     settings: Settings
     pool: Pool
     checks: CheckConnection  # readiness and metrics: a connection outside the pool
+    pages: PageCache
     outbox_pending: asyncio.Event = field(default_factory=asyncio.Event)
     relay: OutboxRelay | None = None
     discovery: Registration | None = None  # None: CONSUL_SERVICE_NAME unset, never registers

@@ -45,8 +45,11 @@ class Script:
 SCRIPTS = (
     # POST /conversations/{id}/messages: the one statement of a send.
     Script("send.sql", "SEND_MESSAGE", ("channel_id", "user_id", "content")),
-    # GET /conversations/{id}/messages without a cursor: the first page, read anonymously.
-    Script("read.sql", "LIST_MESSAGES_AFTER", ("channel_id", "after_index", "page_limit", NULL)),
+    # GET /conversations/{id}/messages without a cursor: the first page, read anonymously, by
+    # an instance without a cached copy of it.
+    Script(
+        "read.sql", "LIST_MESSAGES_AFTER", ("channel_id", "after_index", "page_limit", NULL, NULL)
+    ),
 )
 
 

@@ -82,17 +82,21 @@ def terminate(process: subprocess.Popen[bytes], within: float) -> None:
 
 @contextlib.contextmanager
 def serve(
-    env: dict[str, str], *args: str, preexec_fn: Callable[[], object] | None = None
+    env: dict[str, str],
+    *args: str,
+    stdout: int = subprocess.DEVNULL,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> Iterator[Service]:
     """Run the service until the block ends, then stop it with SIGTERM (SIGKILL if stuck).
 
+    With `stdout=subprocess.PIPE` the service's log stays readable after the block;
     `preexec_fn` runs in the child before the service starts (e.g. to set resource limits).
     """
     process = subprocess.Popen(
         [sys.executable, "-m", "messenger", "serve", *args],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         preexec_fn=preexec_fn,
     )

@@ -620,8 +620,9 @@ async def test_an_unexpected_error_is_a_500_naming_only_the_request_id(
 
 STATEMENTS = {
     "send": (db.SEND_MESSAGE, [1, 1, "x"]),
-    "list messages after": (db.LIST_MESSAGES_AFTER, [1, 0, 100, 1]),
-    "list messages before": (db.LIST_MESSAGES_BEFORE, [1, 50, 100, 1]),
+    "list messages after": (db.LIST_MESSAGES_AFTER, [1, 0, 100, 1, None]),
+    "list messages before": (db.LIST_MESSAGES_BEFORE, [1, 50, 100, 1, None]),
+    "list messages, cached copy": (db.LIST_MESSAGES_AFTER, [1, 0, 100, None, 7]),
     "list conversations": (db.LIST_CONVERSATIONS, [1]),
     "create conversation": (db.CREATE_CONVERSATION, [1, 2]),
     "find conversation": (db.FIND_CONVERSATION_BETWEEN, [1, 2]),
