@@ -47,6 +47,8 @@ SCRIPTS = (
     Script("send.sql", "SEND_MESSAGE", ("channel_id", "user_id", "content")),
     # GET /conversations/{id}/messages without a cursor: the first page, read anonymously.
     Script("read.sql", "LIST_MESSAGES_AFTER", ("channel_id", "after_index", "page_limit", NULL)),
+    # GET /conversations: the user's conversations with the other participant's name.
+    Script("conversations.sql", "LIST_CONVERSATIONS", ("user_id",)),
 )
 
 
