@@ -71,7 +71,7 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
                 settings=settings, pool=pool, discovery=registration, metrics=metrics
             )
             if settings.relay_enabled:
-                services.relay = OutboxRelay(settings, pool, services.outbox_pending)
+                services.relay = OutboxRelay(settings, services.outbox_pending)
                 services.relay.start()
             try:
                 async with discovery.registered(registration):

@@ -31,6 +31,7 @@ class Probe:
     database: bool
     outbox_pending: int | None = None
     outbox_oldest_age: float | None = None
+    outbox_parked: int | None = None
 
 
 async def probe(services: "Services") -> Probe:
@@ -38,9 +39,10 @@ async def probe(services: "Services") -> Probe:
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
             pending, oldest_age = await db.outbox_backlog(services.pool)
+            parked = await db.outbox_parked(services.pool)
     except db.DATABASE_ERRORS:
         return Probe(database=False)
-    return Probe(database=True, outbox_pending=pending, outbox_oldest_age=oldest_age)
+    return Probe(True, outbox_pending=pending, outbox_oldest_age=oldest_age, outbox_parked=parked)
 
 
 def readiness(services: "Services", found: Probe) -> tuple[bool, dict[str, Any]]:
@@ -147,6 +149,12 @@ class _ScrapeTimeFigures:
                 "How long the oldest pending event has waited (0 when none waits).",
                 found.outbox_oldest_age,
             )
+        if found.outbox_parked is not None:
+            yield _gauge(
+                "messenger_outbox_parked_events",
+                "Events RabbitMQ refused RELAY_MAX_ATTEMPTS times, waiting in outbox_parked.",
+                found.outbox_parked,
+            )
         yield from _pool_figures(services)
         yield from _relay_figures(services)
         yield from _registration_figures(services)
@@ -177,8 +185,13 @@ def _relay_figures(services: "Services") -> Iterable[Metric]:
     )
     yield CounterMetricFamily(
         "messenger_events_publish_failures",
-        "Publish attempts that failed (the event stays in the outbox and is retried).",
+        "Publishes that failed (the event stays in the outbox, or is parked, see below).",
         value=relay.failed,
+    )
+    yield CounterMetricFamily(
+        "messenger_events_parked",
+        "Events moved to outbox_parked after RELAY_MAX_ATTEMPTS refusals by RabbitMQ.",
+        value=relay.parked,
     )
     yield CounterMetricFamily(
         "messenger_relay_reconnects",
