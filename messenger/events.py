@@ -19,13 +19,18 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import aio_pika
+import aiormq
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from messenger import db
 from messenger.settings import Settings
 
 logger = logging.getLogger("messenger.events")
+
+# aiormq queues at most this many frames for its socket writer; a publish that finds the
+# queue full waits a turn of the event loop, so a batch is written in chunks of this size.
+WRITE_CHUNK = aiormq.Connection.FRAME_BUFFER_SIZE
 
 EVENT_TYPE = "new_message"
 
@@ -42,20 +47,12 @@ def event_body(channel_id: int, user_id: int, index: int, participant_ids: Seque
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def event_message(
-    outbox_id: int,
-    channel_id: int,
-    user_id: int,
-    index: int,
-    participant_ids: Sequence[int],
-    created_at: datetime,
-) -> aio_pika.Message:
-    """The AMQP message: the consumer dispatches on `type`; the other properties are extras."""
-    return aio_pika.Message(
-        body=event_body(channel_id, user_id, index, participant_ids),
-        type=EVENT_TYPE,
+def event_properties(outbox_id: int, created_at: datetime) -> aiormq.spec.Basic.Properties:
+    """The AMQP properties: the consumer dispatches on `type`; the others are extras."""
+    return aiormq.spec.Basic.Properties(
+        message_type=EVENT_TYPE,
         content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=2,  # persistent
         message_id=str(outbox_id),
         timestamp=created_at,
     )
@@ -143,7 +140,6 @@ class OutboxRelay:
         self._database: asyncpg.Connection | None = None
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._backoff = Backoff(initial=0.2, cap=settings.relay_backoff_max)
@@ -213,14 +209,7 @@ class OutboxRelay:
         try:
             rows = await db.claim_outbox(conn, self.settings.relay_batch_size)
             sendable = self._sendable(rows)
-            # gather starts the publishes in order; each takes aiormq's channel lock (FIFO)
-            # before anything that could suspend it, so frames reach the socket in id order.
-            published = iter(
-                await asyncio.gather(
-                    *(self._publish(row) for row in rows if row["id"] in sendable),
-                    return_exceptions=True,
-                )
-            )
+            published = iter(await self._publish_all([r for r in rows if r["id"] in sendable]))
             outcomes = [next(published) if row["id"] in sendable else HELD for row in rows]
             done, failed = settle(rows, outcomes)
             if len(done) == len(rows):
@@ -297,34 +286,53 @@ class OutboxRelay:
         )
         return parked
 
-    async def _publish(self, row: asyncpg.Record) -> None:
-        assert self._exchange is not None
-        message = event_message(
-            row["id"],
-            row["channel_id"],
-            row["user_id"],
-            row["message_index"],
-            row["participant_ids"],
-            row["created_at"],
+    async def _publish_all(self, rows: Sequence[asyncpg.Record]) -> list[BaseException | None]:
+        """Write the rows to the broker in order, then await their confirms together.
+
+        Publishing without waiting for each frame to be flushed lets a chunk go out in one turn
+        of the event loop; waiting per frame took several turns per event, and on a loop busy
+        with requests a batch then outlasted RELAY_PUBLISH_TIMEOUT.
+        """
+        assert self._channel is not None
+        try:
+            channel = await self._channel.get_underlay_channel()
+        except aio_pika.exceptions.AMQPError as error:
+            raise BrokerUnavailable(f"{error.__class__.__name__}: {error}") from error
+        assert isinstance(channel, aiormq.Channel)  # its basic_publish has `wait`
+        confirms: list[asyncio.Future[None]] = []
+        for start in range(0, len(rows), WRITE_CHUNK):
+            # Tasks run in creation order and take aiormq's channel lock (FIFO) before
+            # anything that could suspend them, so frames reach the socket in id order.
+            chunk = rows[start : start + WRITE_CHUNK]
+            confirms += [asyncio.ensure_future(self._publish(channel, row)) for row in chunk]
+            await asyncio.sleep(0)  # the writer empties its queue before the next chunk
+        return await asyncio.gather(*confirms, return_exceptions=True)
+
+    async def _publish(self, channel: aiormq.Channel, row: asyncpg.Record) -> None:
+        body = event_body(
+            row["channel_id"], row["user_id"], row["message_index"], row["participant_ids"]
         )
         try:
-            await self._exchange.publish(
-                message,
+            await channel.basic_publish(
+                body,
                 routing_key=self.settings.amqp_queue,
+                properties=event_properties(row["id"], row["created_at"]),
+                mandatory=True,  # an unroutable event (queue deleted) comes back, never vanishes
                 timeout=self.settings.relay_publish_timeout,
+                wait=False,
             )
         except TimeoutError as error:
             raise BrokerUnavailable(
                 f"no confirmation within {self.settings.relay_publish_timeout}s"
             ) from error
-        except aio_pika.exceptions.PublishError as error:
+        except aiormq.exceptions.PublishError as error:
             raise EventRefused(
                 f"unroutable: no queue {self.settings.amqp_queue!r}", unroutable=True
             ) from error
-        except aio_pika.exceptions.DeliveryError as error:
+        except aiormq.exceptions.DeliveryError as error:
             answer = f"basic.{type(error.frame).__name__.lower()}"
             raise EventRefused(f"refused by RabbitMQ ({answer})") from error
-        except (aio_pika.exceptions.AMQPError, ConnectionError, OSError, RuntimeError) as error:
+        except (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError) as error:
             raise BrokerUnavailable(f"{error.__class__.__name__}: {error}") from error
 
     async def _database_connection(self) -> asyncpg.Connection:
@@ -343,7 +351,7 @@ class OutboxRelay:
                 await asyncio.wait_for(conn.close(), 2)
 
     async def _connect(self) -> None:
-        if self._exchange is not None and self._connection and not self._connection.is_closed:
+        if self._channel is not None and self._connection and not self._connection.is_closed:
             return
         settings = self.settings
         try:
@@ -366,7 +374,6 @@ class OutboxRelay:
             raise BrokerUnavailable(f"{error.__class__.__name__}: {error}") from error
         self._connection = connection
         self._channel = channel
-        self._exchange = channel.default_exchange
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
@@ -401,7 +408,7 @@ class OutboxRelay:
     async def _disconnect(self) -> None:
         self.connected = False
         connection, self._connection = self._connection, None
-        self._channel, self._exchange = None, None
+        self._channel = None
         if connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 2)
