@@ -504,6 +504,10 @@ async def watch_outbox(
     """Run `load` for `seconds`, sampling the outbox every `every` seconds, then time the drain."""
     conn = await service.database.connect()
     try:
+        # The warm-up's events first: a relay process that is still starting would otherwise
+        # count against the measured load.
+        if await wait_drained(conn) is None:
+            say("  the relay did not drain the warm-up's events within 30 s; measuring anyway")
         pending_before, _ = await db.outbox_backlog(conn)
         first_id = await outbox_written(conn)
         cpu_before = service.cpu_seconds()
