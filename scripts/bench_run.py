@@ -247,6 +247,13 @@ class Service:
             raise BenchFailed(f"POST /conversations: {response.status_code} {response.text}")
         return int(response.json()["conversation"]["id"])
 
+    def relay_problems(self, since: int) -> list[str]:
+        """The relay's warnings and errors logged after byte `since` of the log."""
+        with self.log.open("rb") as log:
+            log.seek(since)
+            lines = log.read().decode(errors="replace").splitlines()
+        return [line for line in lines if "messenger.events" in line and " INFO " not in line]
+
     def log_tail(self) -> str:
         return "".join(self.log.read_text(errors="replace").splitlines(keepends=True)[-20:])
 
@@ -569,6 +576,7 @@ def sustained(
     asyncio.run(delete_queue(service.queue))
     service.database.psql("TRUNCATE outbox")
     relay: subprocess.Popen[bytes] | None = None
+    log_size = service.log.stat().st_size if service.log.exists() else 0
     service.start(relay=not separate, logs=logs)
     try:
         if separate:
@@ -594,6 +602,9 @@ def sustained(
         service.stop()
         asyncio.run(delete_queue(service.queue))
     name = "relay process" if separate else "in-process relay"
+    # A stall in the figures is explained here: a publish timeout, the broker restarted, ...
+    for line in service.relay_problems(since=log_size)[-5:]:
+        say(f"  {name} logged: {line}")
     return Sustained(name, result, samples, before, drain, relay_share)
 
 
