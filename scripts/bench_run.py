@@ -927,8 +927,8 @@ def main() -> int:
         help="seconds of the sustained send load (60; quick 0: skipped)",
     )
     parser.add_argument("--logs-off", action="store_true", help="LOG_LEVEL=warning: no access log")
-    parser.add_argument("--database", default="messenger_bench", help="recreated, then dropped")
-    parser.add_argument("--queue", default="bench_queue", help="AMQP_QUEUE of the relay (deleted)")
+    parser.add_argument("--database", default=f"messenger_bench_{os.getpid()}", help="then dropped")
+    parser.add_argument("--queue", default=f"bench_queue_{os.getpid()}", help="deleted after")
     parser.add_argument("--port", type=int, default=0, help="service port (default: a free one)")
     parser.add_argument("--large-messages", type=int, default=1_000_000)
     parser.add_argument("--skip-large", action="store_true", help="skip the large conversation")
