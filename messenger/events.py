@@ -236,7 +236,9 @@ class OutboxRelay:
             raise outage
         if any(isinstance(e, EventRefused) and e.unroutable for e in failed.values()):
             await self._declare_queue()  # deleted under us: declare it again before retrying
-        raise next(iter(failed.values()))
+        if done:
+            return len(done)  # others went through: retry the refused one with the next batch
+        raise next(iter(failed.values()))  # the broker took nothing: back off
 
     def _sendable(self, rows: Sequence[asyncpg.Record]) -> set[int]:
         """The claimed rows to publish: all but those behind a held event of their conversation.
