@@ -23,8 +23,6 @@ from messenger.settings import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-RELAY_POOL_MAX = 2  # the relay's round and a failure record in a short transaction of its own
-
 
 def by_method(**handlers: Handler) -> Handler:
     """One endpoint for a path served by several methods, so a 405 lists all of them in Allow."""
@@ -82,10 +80,7 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
                 metrics=metrics,
             )
             if settings.relay_enabled:
-                # Connections of its own: requests never wait behind the relay, nor it behind them.
-                relay_pool = await db.create_pool(settings, gated=False, max_size=RELAY_POOL_MAX)
-                stack.push_async_callback(relay_pool.close)
-                services.relay = OutboxRelay(settings, relay_pool, services.outbox_pending)
+                services.relay = OutboxRelay(settings, services.outbox_pending)
                 services.relay.start()
                 stack.push_async_callback(services.relay.stop)
             await stack.enter_async_context(limits.watch_open_files())

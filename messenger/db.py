@@ -71,7 +71,9 @@ BROKEN_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def connect_kwargs(settings: Settings, *, database: str | None = None) -> dict[str, Any]:
+def connect_kwargs(
+    settings: Settings, *, database: str | None = None, application_name: str = "messenger"
+) -> dict[str, Any]:
     password = settings.pgpassword.get_secret_value() if settings.pgpassword else None
     return {
         "host": settings.pghost,
@@ -79,7 +81,7 @@ def connect_kwargs(settings: Settings, *, database: str | None = None) -> dict[s
         "user": settings.pguser,
         "password": password,
         "database": database or settings.pgdatabase,
-        "server_settings": {"application_name": "messenger", "timezone": "UTC"},
+        "server_settings": {"application_name": application_name, "timezone": "UTC"},
     }
 
 
@@ -208,20 +210,15 @@ def pool_server_settings(settings: Settings) -> dict[str, str]:
     }
 
 
-async def create_pool(
-    settings: Settings, *, gated: bool = True, max_size: int | None = None
-) -> Pool:
-    """A pool that starts empty, so the service comes up even while PostgreSQL does not.
-
-    `gated`: requests queue first come, first served (the request pool). The relay's pool is
-    not gated: it is its only user.
-    """
-    size = max_size or settings.pg_pool_max
+async def create_pool(settings: Settings) -> Pool:
+    """The request pool: it starts empty, so the service comes up even while PostgreSQL does
+    not, and requests queue for its connections first come, first served."""
+    size = settings.pg_pool_max
     kwargs = connect_kwargs(settings)
     kwargs["server_settings"] = {**kwargs["server_settings"], **pool_server_settings(settings)}
     pool = Pool(
         **kwargs,
-        gate=Gate(size) if gated else None,
+        gate=Gate(size),
         acquire_timeout=settings.pg_acquire_timeout,
         reset=keep_session,
         min_size=0,
@@ -559,35 +556,67 @@ async def outbox_backlog(conn: Executor) -> tuple[int, float]:
     return int(row["pending"]), float(row["oldest_age_seconds"])
 
 
+async def outbox_parked(conn: Executor) -> int:
+    """How many events wait in outbox_parked for an operator."""
+    return int(await conn.fetchval("SELECT count(*) FROM outbox_parked"))
+
+
 OUTBOX_LOCK_SPACE = 0x6F757462  # "outb": first key of the per-conversation advisory locks
 
-# Rows of conversations another relay is publishing are skipped whole (advisory lock per
-# conversation, held to the end of the transaction), which keeps each conversation in order.
+# Claims and deletes in one statement; the caller's transaction stays open until the broker
+# confirmed the batch, and a rollback puts the rows back. Rows of conversations another relay
+# is publishing are skipped whole (advisory lock per conversation, held to the end of the
+# transaction), which keeps each conversation in order.
 CLAIM_OUTBOX = f"""
-SELECT id, channel_id, user_id, message_index, participant_ids, created_at
-FROM outbox
-WHERE pg_try_advisory_xact_lock({OUTBOX_LOCK_SPACE}, (channel_id % 2147483647)::int)
-ORDER BY id
-LIMIT $1
-FOR UPDATE SKIP LOCKED
+DELETE FROM outbox
+WHERE id IN (
+    SELECT id FROM outbox
+    WHERE pg_try_advisory_xact_lock({OUTBOX_LOCK_SPACE}, (channel_id % 2147483647)::int)
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, channel_id, user_id, message_index, participant_ids, created_at
 """
 
 
 async def claim_outbox(conn: Connection, limit: int) -> list[asyncpg.Record]:
-    """Lock up to `limit` pending events, oldest first; call inside a transaction."""
-    return await conn.fetch(CLAIM_OUTBOX, limit)
+    """Take up to `limit` pending events, oldest first; call inside a transaction."""
+    rows = await conn.fetch(CLAIM_OUTBOX, limit)
+    return sorted(rows, key=lambda row: int(row["id"]))
 
 
 async def delete_outbox(conn: Connection, ids: list[int]) -> None:
     await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
 
 
-async def record_outbox_failure(conn: Connection, outbox_id: int, reason: str) -> int:
-    """Count a failed publish of one event and keep the reason; returns its attempts so far."""
-    attempts = await conn.fetchval(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1"
-        " RETURNING attempts",
-        outbox_id,
-        reason,
-    )
-    return int(attempts)
+RECORD_OUTBOX_FAILURES = """
+UPDATE outbox SET attempts = outbox.attempts + 1, last_error = failed.reason
+FROM unnest($1::bigint[], $2::text[]) AS failed(id, reason)
+WHERE outbox.id = failed.id
+RETURNING outbox.id, outbox.attempts
+"""
+
+
+async def record_outbox_failures(conn: Connection, reasons: dict[int, str]) -> dict[int, int]:
+    """Count a failed publish on each event and keep its reason; returns attempts so far."""
+    rows = await conn.fetch(RECORD_OUTBOX_FAILURES, list(reasons), list(reasons.values()))
+    return {int(row["id"]): int(row["attempts"]) for row in rows}
+
+
+PARK_OUTBOX = """
+WITH parked AS (
+    DELETE FROM outbox WHERE id = ANY($1::bigint[])
+    RETURNING id, channel_id, user_id, message_index, participant_ids, created_at, attempts,
+              last_error
+)
+INSERT INTO outbox_parked
+    (id, channel_id, user_id, message_index, participant_ids, created_at, attempts, last_error)
+SELECT * FROM parked
+RETURNING id
+"""
+
+
+async def park_outbox(conn: Connection, ids: list[int]) -> list[int]:
+    """Move events the broker keeps refusing out of the way, into outbox_parked."""
+    return [int(row["id"]) for row in await conn.fetch(PARK_OUTBOX, ids)]

@@ -30,6 +30,12 @@ class Probe:
     database: bool
     outbox_pending: int | None = None
     outbox_oldest_age: float | None = None
+    outbox_parked: int | None = None
+
+
+async def _outbox_figures(conn: db.Connection) -> tuple[int, float, int]:
+    pending, oldest_age = await db.outbox_backlog(conn)
+    return pending, oldest_age, await db.outbox_parked(conn)
 
 
 async def probe(services: "Services") -> Probe:
@@ -39,10 +45,10 @@ async def probe(services: "Services") -> Probe:
     busy pool is not mistaken for a database that is down.
     """
     try:
-        pending, oldest_age = await services.checks.run(db.outbox_backlog)
+        pending, oldest_age, parked = await services.checks.run(_outbox_figures)
     except db.DATABASE_ERRORS:
         return Probe(database=False)
-    return Probe(database=True, outbox_pending=pending, outbox_oldest_age=oldest_age)
+    return Probe(True, outbox_pending=pending, outbox_oldest_age=oldest_age, outbox_parked=parked)
 
 
 def pool_state(pool: db.Pool) -> dict[str, int | bool]:
@@ -164,6 +170,12 @@ class _ScrapeTimeFigures:
                 "How long the oldest pending event has waited (0 when none waits).",
                 found.outbox_oldest_age,
             )
+        if found.outbox_parked is not None:
+            yield _gauge(
+                "messenger_outbox_parked_events",
+                "Events RabbitMQ refused RELAY_MAX_ATTEMPTS times, waiting in outbox_parked.",
+                found.outbox_parked,
+            )
         yield from _pool_figures(services)
         yield from _relay_figures(services)
         yield from _registration_figures(services)
@@ -204,8 +216,13 @@ def _relay_figures(services: "Services") -> Iterable[Metric]:
     )
     yield CounterMetricFamily(
         "messenger_events_publish_failures",
-        "Publish attempts that failed (the event stays in the outbox and is retried).",
+        "Publishes that failed (the event stays in the outbox, or is parked, see below).",
         value=relay.failed,
+    )
+    yield CounterMetricFamily(
+        "messenger_events_parked",
+        "Events moved to outbox_parked after RELAY_MAX_ATTEMPTS refusals by RabbitMQ.",
+        value=relay.parked,
     )
     yield CounterMetricFamily(
         "messenger_relay_reconnects",

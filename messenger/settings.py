@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     relay_publish_timeout: float = Field(default=5.0, gt=0)
     relay_backoff_max: float = Field(default=10.0, gt=0)
     relay_flush_timeout: float = Field(default=3.0, ge=0)
+    relay_max_attempts: int = Field(default=10, ge=1)
 
     json_body_limit: ByteSize = 100 * 1024
     messages_page_max: int = Field(default=1000, ge=1, le=100_000)

@@ -13,13 +13,13 @@ between runs and between versions of the service.
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +32,7 @@ import aio_pika
 import asyncpg
 import httpx
 
+from messenger import db
 from messenger.settings import Settings
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -43,17 +44,20 @@ MESSAGE_BODY = json.dumps({"content": MESSAGE_CONTENT})
 POOL_MAX = int(Settings.model_fields["pg_pool_max"].default)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-# Targets of issues 2 and 3.
-SEND_VS_PGBENCH = 0.5
+# Targets of issue 8 (README, "Performance"), and the 1M-message one of issue 3.
 READ_VS_PGBENCH = 0.25
-SEND_P99_MS = 50.0
+SEND_VS_PGBENCH = 0.80
+SEND_P99_MS = 40.0
+SEND_256_P99_MS = 200.0
+EVENTS_VS_SENDS = 1.0  # published / sent during the sustained load, two decimals
+OLDEST_PENDING_SECONDS = 2.0
+RSS_MB = 100.0
 LARGE_VS_EMPTY = 1.2
-RSS_MB = 120.0
-DRAIN_SECONDS = 5.0
-RELAY_ON_VS_OFF = 0.8
 
 LARGE_ROUNDS = 4  # of the empty vs 1M-message comparison, seconds / LARGE_ROUNDS each
+SUSTAINED_CONVERSATIONS = 4  # the sustained load spreads its sends over this many
 DRAIN_CAP_SECONDS = 30.0
+PGBENCH_TRIES = 4
 DRAIN_POLL_SECONDS = 0.1
 
 
@@ -158,6 +162,13 @@ def free_port() -> int:
         return port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 class Service:
     """One `python -m messenger serve` process: one uvicorn process, as in production."""
 
@@ -172,7 +183,7 @@ class Service:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *, relay: bool) -> None:
+    def env(self, *, relay: bool, logs: bool) -> dict[str, str]:
         env = self.database.env(
             MESSENGER_ENV="development",
             HOST="127.0.0.1",
@@ -181,13 +192,19 @@ class Service:
             AMQP_QUEUE=self.queue,
             AMQPHOST=os.environ.get("AMQPHOST", "127.0.0.1"),
             AMQPPORT=os.environ.get("AMQPPORT", "5672"),
-            # An access log line per request would cost the service more CPU than some
-            # handlers do; warnings and errors still reach the log.
-            LOG_LEVEL="warning",
         )
+        env.pop("LOG_LEVEL", None)  # the default (info, with the access log), as users run it
+        if not logs:
+            env["LOG_LEVEL"] = "warning"
+        return env
+
+    def start(self, *, relay: bool, logs: bool) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [PYTHON, "-m", "messenger", "serve"], env=env, stdout=log, stderr=log
+                [PYTHON, "-m", "messenger", "serve"],
+                env=self.env(relay=relay, logs=logs),
+                stdout=log,
+                stderr=log,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -220,11 +237,8 @@ class Service:
         return int(values["VmRSS"]) / 1024, int(values["VmHWM"]) / 1024
 
     def cpu_seconds(self) -> float:
-        """User and system CPU time of the process so far."""
         assert self.process is not None
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return cpu_seconds(self.process.pid)
 
     def create_conversation(self, low: int, high: int) -> int:
         body = {"participant_ids": [low, high]}
@@ -232,6 +246,13 @@ class Service:
         if response.status_code != 201:
             raise BenchFailed(f"POST /conversations: {response.status_code} {response.text}")
         return int(response.json()["conversation"]["id"])
+
+    def relay_problems(self, since: int) -> list[str]:
+        """The relay's warnings and errors logged after byte `since` of the log."""
+        with self.log.open("rb") as log:
+            log.seek(since)
+            lines = log.read().decode(errors="replace").splitlines()
+        return [line for line in lines if "messenger.events" in line and " INFO " not in line]
 
     def log_tail(self) -> str:
         return "".join(self.log.read_text(errors="replace").splitlines(keepends=True)[-20:])
@@ -251,6 +272,7 @@ class Load:
     method: str = "GET"
     body: str = ""
     user_id: int | None = None
+    more_paths: tuple[str, ...] = ()  # cycled through with `path`
 
 
 @dataclass(frozen=True)
@@ -284,6 +306,7 @@ def wrk_command(service: Service, load: Load, seconds: float) -> tuple[list[str]
         "BENCH_METHOD": load.method,
         "BENCH_BODY": load.body,
         "BENCH_USER_ID": "" if load.user_id is None else str(load.user_id),
+        "BENCH_PATHS": " ".join((load.path, *load.more_paths)) if load.more_paths else "",
     }
     return command, env
 
@@ -341,6 +364,19 @@ class PgbenchResult:
     latency_ms: float
 
 
+def run_pgbench(command: list[str], database: Database) -> str:
+    """pgbench, tried again a few times while a shared server has no connection slot free."""
+    for _ in range(PGBENCH_TRIES - 1):
+        try:
+            return run(command, env=database.env())
+        except BenchFailed as error:
+            if "too many clients" not in str(error):
+                raise
+            say("  pgbench: the server had no connection slot free; trying again")
+            time.sleep(5)
+    return run(command, env=database.env())
+
+
 def pgbench(
     database: Database, script: Path, variables: dict[str, object], seconds: float, warmup: float
 ) -> PgbenchResult:
@@ -358,8 +394,8 @@ def pgbench(
         ]
 
     if warmup > 0:
-        run(command(warmup), env=database.env())
-    output = run(command(seconds), env=database.env())
+        run_pgbench(command(warmup), database)
+    output = run_pgbench(command(seconds), database)
     tps = re.search(r"^tps = ([\d.]+)", output, re.MULTILINE)
     latency = re.search(r"^latency average = ([\d.]+) ms", output, re.MULTILINE)
     failed = re.search(r"^number of failed transactions: (\d+)", output, re.MULTILINE)
@@ -371,35 +407,103 @@ def pgbench(
 
 
 # ---------------------------------------------------------------------------------------------
-# The relay
-
-
-def relay_available() -> bool:
-    return importlib.util.find_spec("messenger.events") is not None
+# Alternated rounds: the service and pgbench by turns, so the machine's load hits both alike
 
 
 @dataclass(frozen=True)
-class RelayResult:
-    off: WrkResult
-    on: WrkResult
-    written: int  # events written to the outbox during the measured load
-    backlog_at_end: int
-    peak_backlog: int
-    drain_seconds: float | None  # None: not drained within DRAIN_CAP_SECONDS
-    rss_mb: float
+class Paired:
+    """Rounds of one HTTP scenario and of pgbench running its SQL, taken by turns."""
+
+    service: list[WrkResult]
+    sql: list[PgbenchResult]
 
     @property
-    def published_per_second(self) -> float:
-        """Events published while the load ran."""
-        return (self.written - self.backlog_at_end) / self.on.seconds
+    def ratios(self) -> list[float]:
+        return [http.rps / sql.tps for http, sql in zip(self.service, self.sql, strict=True)]
+
+    @property
+    def median_ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    def describe(self) -> str:
+        ratios = self.ratios
+        return (
+            f"median {self.median_ratio:.2f} (range {min(ratios):.2f}-{max(ratios):.2f},"
+            f" {len(ratios)} rounds)"
+        )
 
 
-async def outbox_backlog(conn: asyncpg.Connection) -> int:
-    value: int = await conn.fetchval("SELECT count(*) FROM outbox")
-    return value
+def alternate(
+    service: Service,
+    load: Load,
+    script: Path,
+    variables: dict[str, object],
+    rounds: int,
+    seconds: float,
+    warmup: float,
+) -> Paired:
+    """A/B/A/B/...: `rounds` runs of the service under wrk, each followed by one of pgbench."""
+    paired = Paired([], [])
+    for number in range(rounds):
+        first = number == 0  # warm each side up once: caches, plans, connections
+        paired.service.append(wrk(service, load, seconds, warmup if first else 0))
+        paired.sql.append(
+            pgbench(service.database, script, variables, seconds, warmup if first else 0)
+        )
+    return paired
 
 
-async def outbox_last_id(conn: asyncpg.Connection) -> int:
+def median_result(rounds: list[WrkResult]) -> WrkResult:
+    """The round with the median throughput (an odd count gives a real round)."""
+    ordered = sorted(rounds, key=lambda result: result.rps)
+    return ordered[len(ordered) // 2]
+
+
+def median_tps(rounds: list[PgbenchResult]) -> PgbenchResult:
+    ordered = sorted(rounds, key=lambda result: result.tps)
+    return ordered[len(ordered) // 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# The sustained send load: do events keep up with sends?
+
+
+@dataclass(frozen=True)
+class Sample:
+    seconds: float  # since the measured load started
+    written: int  # events written (one per send) since the load started
+    pending: int
+    oldest_age: float
+
+
+@dataclass(frozen=True)
+class Sustained:
+    name: str
+    load: WrkResult
+    samples: list[Sample]
+    pending_before: int
+    drain_seconds: float | None  # after the load; None: not within DRAIN_CAP_SECONDS
+    relay_cpu_share: float | None  # of one core, when the relay is its own process
+
+    @property
+    def sent(self) -> int:
+        return self.samples[-1].written
+
+    @property
+    def published(self) -> int:
+        """Events published while the load ran: the backlog before, plus written, minus left."""
+        return self.pending_before + self.sent - self.samples[-1].pending
+
+    @property
+    def ratio(self) -> float:
+        return self.published / self.sent if self.sent else 0.0
+
+    @property
+    def oldest_age(self) -> float:
+        return max(sample.oldest_age for sample in self.samples)
+
+
+async def outbox_written(conn: asyncpg.Connection) -> int:
     value: int = await conn.fetchval("SELECT last_value FROM outbox_id_seq")
     return value
 
@@ -408,39 +512,46 @@ async def wait_drained(conn: asyncpg.Connection) -> float | None:
     """Seconds until the outbox is empty; None if it is not within DRAIN_CAP_SECONDS."""
     started = time.monotonic()
     while time.monotonic() - started < DRAIN_CAP_SECONDS:
-        if await outbox_backlog(conn) == 0:
+        pending, _ = await db.outbox_backlog(conn)
+        if pending == 0:
             return time.monotonic() - started
         await asyncio.sleep(DRAIN_POLL_SECONDS)
     return None
 
 
-async def load_watching_outbox(
-    service: Service, load: Load, seconds: float
-) -> tuple[WrkResult, int, int, int, float | None]:
-    """Run `load` while sampling the outbox, then time how long the backlog takes to drain."""
+async def watch_outbox(
+    service: Service, load: Load, seconds: float, every: float
+) -> tuple[WrkResult, list[Sample], int, float | None]:
+    """Run `load` for `seconds`, sampling the outbox every `every` seconds, then time the drain."""
     conn = await service.database.connect()
     try:
+        # The warm-up's events first: a relay process that is still starting would otherwise
+        # count against the measured load.
         if await wait_drained(conn) is None:
             say("  the relay did not drain the warm-up's events within 30 s; measuring anyway")
-        first_id = await outbox_last_id(conn)
+        pending_before, _ = await db.outbox_backlog(conn)
+        first_id = await outbox_written(conn)
         cpu_before = service.cpu_seconds()
         command, env = wrk_command(service, load, seconds)
+        started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
             *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         finished = asyncio.ensure_future(process.communicate())
-        peak = 0
-        while not finished.done():
-            peak = max(peak, await outbox_backlog(conn))
-            await asyncio.wait([finished], timeout=0.25)
-        at_end = await outbox_backlog(conn)
-        written = await outbox_last_id(conn) - first_id
+        samples = []
+        while True:
+            await asyncio.wait([finished], timeout=every)
+            pending, oldest_age = await db.outbox_backlog(conn)
+            written = await outbox_written(conn) - first_id
+            samples.append(Sample(time.monotonic() - started, written, pending, oldest_age))
+            if finished.done():
+                break
         cpu = service.cpu_seconds() - cpu_before
         drain = await wait_drained(conn)
         stdout, stderr = finished.result()
         if process.returncode != 0:
             raise BenchFailed(f"wrk failed:\n{stdout.decode()}{stderr.decode()}")
-        return parse_wrk(stdout.decode(), cpu), written, at_end, max(peak, at_end), drain
+        return parse_wrk(stdout.decode(), cpu), samples, pending_before, drain
     finally:
         await conn.close()
 
@@ -458,36 +569,67 @@ async def delete_queue(queue: str) -> None:
         await connection.close()
 
 
-def relay_benchmark(service: Service, load: Load, seconds: float, warmup: float) -> RelayResult:
-    """Sends with the relay off, then on (a restart between), and how the relay keeps up."""
+def sustained(
+    service: Service, load: Load, *, separate: bool, logs: bool, seconds: float, warmup: float
+) -> Sustained:
+    """The send load for `seconds` with the relay in the service or as its own process."""
+    asyncio.run(delete_queue(service.queue))
     service.database.psql("TRUNCATE outbox")
-    service.start(relay=False)
+    relay: subprocess.Popen[bytes] | None = None
+    log_size = service.log.stat().st_size if service.log.exists() else 0
+    service.start(relay=not separate, logs=logs)
     try:
-        off = wrk(service, load, seconds, warmup)
+        if separate:
+            with service.log.open("ab") as log:
+                relay = subprocess.Popen(
+                    [PYTHON, "-m", "messenger", "relay"],
+                    env=service.env(relay=True, logs=logs),
+                    stdout=log,
+                    stderr=log,
+                )
+        if warmup > 0:
+            command, env = wrk_command(service, load, warmup)
+            run(command, env=env)
+        relay_cpu = cpu_seconds(relay.pid) if relay else 0.0
+        result, samples, before, drain = asyncio.run(
+            watch_outbox(service, load, seconds, max(1.0, min(5.0, seconds / 12)))
+        )
+        relay_share = (cpu_seconds(relay.pid) - relay_cpu) / result.seconds if relay else None
     finally:
+        if relay is not None:
+            relay.send_signal(signal.SIGTERM)
+            relay.wait(timeout=20)
         service.stop()
-    # Events left by earlier runs would be published now and muddle the figures.
-    service.database.psql("TRUNCATE outbox")
-    service.start(relay=True)
-    try:
-        command, env = wrk_command(service, load, warmup)
-        run(command, env=env)
-        on, written, at_end, peak, drain = asyncio.run(load_watching_outbox(service, load, seconds))
-        rss, _ = service.memory_mb()
-    finally:
-        service.stop()
-    return RelayResult(off, on, written, at_end, peak, drain, rss)
+        asyncio.run(delete_queue(service.queue))
+    name = "relay process" if separate else "in-process relay"
+    # A stall in the figures is explained here: a publish timeout, the broker restarted, ...
+    for line in service.relay_problems(since=log_size)[-5:]:
+        say(f"  {name} logged: {line}")
+    return Sustained(name, result, samples, before, drain, relay_share)
 
 
-def run_relay_benchmark(
-    service: Service, conversation: int, queue: str, seconds: float, warmup: float
-) -> RelayResult:
-    """The relay runs publish to their own queue, deleted before and after."""
-    asyncio.run(delete_queue(queue))
-    try:
-        return relay_benchmark(service, send_load("send", conversation, 32, 5), seconds, warmup)
-    finally:
-        asyncio.run(delete_queue(queue))
+def print_sustained(run: Sustained) -> None:
+    say(f"  {run.name}: time, sends/s and events/s over the last interval, pending, oldest age")
+    previous = Sample(0.0, 0, run.pending_before, 0.0)
+    for sample in run.samples:
+        interval = sample.seconds - previous.seconds
+        sends = sample.written - previous.written
+        events = previous.pending + sends - sample.pending
+        say(
+            f"    {sample.seconds:5.1f} s  {sends / interval:7,.0f} sends/s"
+            f"  {events / interval:7,.0f} events/s  {sample.pending:7,} pending"
+            f"  oldest {sample.oldest_age:5.1f} s"
+        )
+        previous = sample
+    seconds = run.load.seconds
+    drained = "not within 30 s" if run.drain_seconds is None else f"{run.drain_seconds:.1f} s"
+    cpu = "" if run.relay_cpu_share is None else f"; relay process CPU {run.relay_cpu_share:.0%}"
+    say(
+        f"  {run.name}: {run.sent / seconds:,.0f} sends/s, {run.published / seconds:,.0f}"
+        f" events/s published during the load (ratio {run.ratio:.2f}); oldest pending"
+        f" {run.oldest_age:.1f} s at worst; drained {drained} after the load; service CPU"
+        f" {run.load.cpu_share:.0%}{cpu}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,10 +682,10 @@ class Report:
             cells = [row[0].ljust(widths[0])]
             cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
             say("  " + "  ".join(cells).rstrip())
-        say("  pgbench rows: transactions/s and average latency, with as many clients as the")
-        say("  service has pool connections. CPU us/req: the service process's CPU time per")
-        say("  request; CPU: its share of one core (a CPU-bound scenario far below 100% means")
-        say("  other processes on the machine took the rest).")
+        say("  Alternated scenarios show their median round. pgbench rows: transactions/s and")
+        say("  average latency, with as many clients as the service has pool connections.")
+        say("  CPU us/req: the service process's CPU time per request; CPU: its share of one")
+        say("  core (a CPU-bound scenario far below 100% means other processes took the rest).")
 
     def print_targets(self) -> None:
         for passed, text in self.targets:
@@ -563,161 +705,186 @@ def scratch_directory() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def send_load(name: str, conversation: int, connections: int, user_id: int) -> Load:
-    path = f"/conversations/{conversation}/messages"
-    return Load(name, path, connections, "POST", MESSAGE_BODY, user_id)
+def send_load(name: str, conversations: list[int], connections: int, user_id: int) -> Load:
+    paths = tuple(f"/conversations/{conversation}/messages" for conversation in conversations)
+    return Load(name, paths[0], connections, "POST", MESSAGE_BODY, user_id, paths[1:])
+
+
+@dataclass(frozen=True)
+class Conversations:
+    send: int
+    read: int
+    pgbench: int
+    empty: int
+    large: int
+    sustained: list[int]
+
+
+def setup(service: Service, args: argparse.Namespace, scratch: Path) -> Conversations:
+    database = service.database
+    recreate_database(database)
+    run([PYTHON, str(SCRIPTS / "bench_sql.py"), str(scratch)])
+    say(f"database {database.name} recreated; pgbench scripts generated from messenger.db")
+    service.start(relay=False, logs=False)
+    try:
+        # Users 1-3 are the seeded ones, 4-9 bench users; each pair shares one conversation.
+        # User 1 has two conversations: the list-of-conversations scenario reads them.
+        conversations = Conversations(
+            send=service.create_conversation(1, 2),
+            read=service.create_conversation(1, 3),
+            pgbench=service.create_conversation(2, 3),
+            empty=service.create_conversation(4, 5),
+            large=service.create_conversation(4, 6),
+            sustained=[service.create_conversation(7, high) for high in (5, 6, 8, 9)],
+        )
+    finally:
+        service.stop()
+    fill(database, conversations.read, 1, 100)
+    if not args.skip_large:
+        took = fill(database, conversations.large, 4, args.large_messages)
+        say(
+            f"conversation {conversations.large} filled with {args.large_messages:,}"
+            f" messages in {took:.1f} s"
+        )
+    database.psql("VACUUM ANALYZE")
+    return conversations
 
 
 def benchmark(args: argparse.Namespace, scratch: Path) -> None:
     database = Database.from_environment(args.database)
     service = Service(database, args.port or free_port(), args.queue, scratch / "service.log")
-    seconds, warmup = args.duration, args.warmup
+    seconds, warmup, rounds, logs = args.duration, args.warmup, args.rounds, not args.logs_off
     report = Report()
-
     say(
         f"messenger bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}:"
-        f" {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; one uvicorn process"
-        f" (LOG_LEVEL=warning, PG_POOL_MAX={POOL_MAX}); wrk 1 thread; {seconds:g} s per"
-        f" scenario after {warmup:g} s warm-up"
+        f" {os.cpu_count()} cores, load average {load_average()}; one uvicorn process"
+        f" (LOG_LEVEL={'info' if logs else 'warning'}, relay on, PG_POOL_MAX={POOL_MAX});"
+        f" wrk 1 thread; {seconds:g} s per round after {warmup:g} s warm-up"
+        + (" (quick)" if args.quick else "")
     )
     section("setup")
-    recreate_database(database)
-    run([PYTHON, str(SCRIPTS / "bench_sql.py"), str(scratch)])
-    say(f"database {database.name} recreated; pgbench scripts generated from messenger.db")
+    conversations = setup(service, args, scratch)
 
-    service.start(relay=False)
-    try:
-        # Users 1-3 are the seeded ones, 4-9 bench users; each pair shares one conversation.
-        send_conversation = service.create_conversation(1, 2)
-        read_conversation = service.create_conversation(1, 3)
-        pgbench_conversation = service.create_conversation(2, 3)
-        empty_conversation = service.create_conversation(4, 5)
-        large_conversation = service.create_conversation(4, 6)
-        relay_conversation = service.create_conversation(5, 6)
-        fill(database, read_conversation, 1, 100)
-        if not args.skip_large:
-            took = fill(database, large_conversation, 4, args.large_messages)
-            say(
-                f"conversation {large_conversation} filled with {args.large_messages:,}"
-                f" messages in {took:.1f} s"
-            )
-        database.psql("VACUUM ANALYZE")
-
-        section("the service under wrk; its SQL under pgbench right after, on the same database")
-        loads = {
-            "health": Load("health", "/health", 32),
-            "conversations": Load("list conversations", "/conversations", 32, user_id=1),
-            "read": Load(
+    section(f"the service under wrk and its SQL under pgbench, alternated, {rounds} rounds each")
+    alternated: dict[str, tuple[Load, str, Path, dict[str, object]]] = {
+        "read": (
+            Load(
                 "list a 100-message conversation",
-                f"/conversations/{read_conversation}/messages",
+                f"/conversations/{conversations.read}/messages",
                 32,
             ),
-            "send_32": send_load("send, one conversation", send_conversation, 32, 1),
-            "send_256": send_load("send, one conversation", send_conversation, 256, 1),
-        }
-        # The statement each scenario issues, for pgbench to run just after the scenario, so
-        # that both see the same load from the machine's other tenants.
-        sql: dict[str, tuple[str, Path, dict[str, object]]] = {
-            "read": (
-                "pgbench: 100-message read SQL",
-                scratch / "read.sql",
-                {"channel_id": read_conversation, "after_index": 0, "page_limit": 1000},
-            ),
-            "send_32": (
-                "pgbench: send SQL",
-                scratch / "send.sql",
-                {"channel_id": pgbench_conversation, "user_id": 2, "content": MESSAGE_CONTENT},
-            ),
-        }
-        results: dict[str, WrkResult] = {}
-        sql_results: dict[str, PgbenchResult] = {}
-        for key, load in loads.items():
-            results[key] = result = wrk(service, load, seconds, warmup)
-            report.http(load.name, load.connections, result)
-            say(f"  {load.name} at {load.connections}: {result.rps:,.0f} req/s")
-            if key in sql:
-                name, script, variables = sql[key]
-                sql_results[key] = tps = pgbench(database, script, variables, seconds, warmup)
-                report.sql(name, tps)
-                say(f"  {name}: {tps.tps:,.0f} transactions/s")
-
-        # Short runs, alternated, so that a change in the machine's load hits both alike.
+            "pgbench: 100-message read SQL",
+            scratch / "read.sql",
+            {"channel_id": conversations.read, "after_index": 0, "page_limit": 1000},
+        ),
+        "send_32": (
+            send_load("send, one conversation", [conversations.send], 32, 1),
+            "pgbench: send SQL",
+            scratch / "send.sql",
+            {"channel_id": conversations.pgbench, "user_id": 2, "content": MESSAGE_CONTENT},
+        ),
+    }
+    if not args.quick:
+        alternated["conversations"] = (
+            Load("list conversations", "/conversations", 32, user_id=1),
+            "pgbench: list conversations SQL",
+            scratch / "conversations.sql",
+            {"user_id": 1},
+        )
+    asyncio.run(delete_queue(args.queue))
+    service.start(relay=True, logs=logs)
+    paired: dict[str, Paired] = {}
+    single: dict[str, WrkResult] = {}
+    try:
+        for key, (load, sql_name, script, variables) in alternated.items():
+            paired[key] = pair = alternate(
+                service, load, script, variables, rounds, seconds, warmup
+            )
+            report.http(load.name, load.connections, median_result(pair.service))
+            report.sql(sql_name, median_tps(pair.sql))
+            pairs = zip(pair.service, pair.sql, strict=True)
+            rates = ", ".join(f"{http.rps:,.0f}/{sql.tps:,.0f}" for http, sql in pairs)
+            say(f"  {load.name} / its SQL: {rates}; {pair.describe()}")
+        if not args.quick:
+            for key, load in {
+                "health": Load("health", "/health", 32),
+                "send_256": send_load("send, one conversation", [conversations.send], 256, 1),
+            }.items():
+                single[key] = result = wrk(service, load, seconds, warmup)
+                report.http(load.name, load.connections, result)
+                say(
+                    f"  {load.name} at {load.connections}: {result.rps:,.0f} req/s,"
+                    f" p99 {result.p99_ms:.0f} ms"
+                )
         large_rounds: list[tuple[WrkResult, WrkResult]] = []
         if not args.skip_large:
-            empty = send_load("send, empty conversation", empty_conversation, 4, 4)
-            large = send_load("send, 1M-message conversation", large_conversation, 4, 4)
+            empty = send_load("send, empty conversation", [conversations.empty], 4, 4)
+            large = send_load("send, 1M-message conversation", [conversations.large], 4, 4)
             for _ in range(LARGE_ROUNDS):
-                pair = (
+                pair_ = (
                     wrk(service, empty, seconds / LARGE_ROUNDS, 1),
                     wrk(service, large, seconds / LARGE_ROUNDS, 1),
                 )
-                large_rounds.append(pair)
+                large_rounds.append(pair_)
             for name, side in ((empty.name, 0), (large.name, 1)):
-                combined = combine([pair[side] for pair in large_rounds])
+                combined = combine([pair_[side] for pair_ in large_rounds])
                 report.http(f"{name} ({LARGE_ROUNDS} rounds)", 4, combined)
-                say(f"  {name} at 4: {combined.rps:,.0f} req/s, p50 {combined.p50_ms:.2f} ms")
         rss, peak_rss = service.memory_mb()
     finally:
         service.stop()
-    pg_send, pg_read = sql_results["send_32"], sql_results["read"]
+        asyncio.run(delete_queue(args.queue))
 
-    section("the relay")
-    relay: RelayResult | None = None
-    relay_missing = "not available (messenger/events.py is missing: RELAY_ENABLED has no effect)"
-    if relay_available():
-        try:
-            relay = run_relay_benchmark(service, relay_conversation, args.queue, seconds, warmup)
-        except BenchFailed as error:
-            relay_missing = f"could not run: {error}"
-    if relay is None:
-        say(f"  relay: {relay_missing}")
-    else:
-        report.http("send, relay off", 32, relay.off)
-        report.http("send, relay on", 32, relay.on)
-        drain = relay.drain_seconds
-        drained = "not within 30 s" if drain is None else f"in {drain:.1f} s"
-        if drain and relay.backlog_at_end:
-            drained += f" ({relay.backlog_at_end / drain:,.0f} events/s)"
-        say(
-            f"  relay on: {relay.written:,} events written during the {relay.on.seconds:.0f} s"
-            f" load, {relay.published_per_second:,.0f} events/s published during it; backlog"
-            f" {relay.backlog_at_end:,} when the load ended (peak {relay.peak_backlog:,}),"
-            f" drained {drained} after it; queue {args.queue} deleted"
+    runs: list[Sustained] = []
+    if args.sustained > 0:
+        section(
+            f"sustained send load: {args.sustained:g} s, 32 connections over"
+            f" {SUSTAINED_CONVERSATIONS} conversations"
         )
+        load = send_load("send, sustained", conversations.sustained, 32, 7)
+        for separate in (False, True):
+            runs.append(
+                sustained(
+                    service,
+                    load,
+                    separate=separate,
+                    logs=logs,
+                    seconds=args.sustained,
+                    warmup=warmup,
+                )
+            )
+            print_sustained(runs[-1])
+            report.http(f"send, sustained ({runs[-1].name})", 32, runs[-1].load)
 
     section("figures")
     report.print()
-    relay_rss = f"; relay-on instance {relay.rss_mb:.0f} MB" if relay else ""
-    say(f"  resident memory after the run: {rss:.0f} MB (peak {peak_rss:.0f} MB){relay_rss}")
-    say(f"  load average at the end: {os.getloadavg()[0]:.2f}, this benchmark's own load included")
+    say(f"  resident memory after the run: {rss:.0f} MB (peak {peak_rss:.0f} MB)")
+    say(f"  load average at the end: {load_average()}, this benchmark's own load included")
 
     section("targets")
-    send_ratio = results["send_32"].rps / pg_send.tps
-    report.target(
-        send_ratio >= SEND_VS_PGBENCH,
-        f"send at 32 connections / pgbench of its SQL = {results['send_32'].rps:,.0f} /"
-        f" {pg_send.tps:,.0f} = {send_ratio:.2f} (target >= {SEND_VS_PGBENCH})",
-    )
-    at_256 = results["send_256"]
-    report.target(
-        at_256.errors == 0 and at_256.non_2xx == 0,
-        f"send at 256 connections: {at_256.errors} errors, {at_256.non_2xx} non-2xx"
-        " (target 0 and 0)",
-    )
-    read_ratio = results["read"].rps / pg_read.tps
-    report.target(
-        read_ratio >= READ_VS_PGBENCH,
-        f"100-message read / pgbench of its SQL = {results['read'].rps:,.0f} /"
-        f" {pg_read.tps:,.0f} = {read_ratio:.2f} (target >= {READ_VS_PGBENCH})",
-    )
-    p99 = results["send_32"].p99_ms
+    for key, name, target in (
+        ("read", "100-message read", READ_VS_PGBENCH),
+        ("send_32", "send at 32 connections", SEND_VS_PGBENCH),
+    ):
+        ratio = paired[key].median_ratio
+        report.target(
+            ratio >= target,
+            f"{name} / pgbench of its SQL: {paired[key].describe()} (target >= {target})",
+        )
+    p99 = median_result(paired["send_32"].service).p99_ms
     report.target(
         p99 <= SEND_P99_MS,
-        f"send p99 at 32 connections = {p99:.1f} ms (target <= {SEND_P99_MS:g} ms)",
+        f"send p99 at 32 connections = {p99:.1f} ms, median round (target <= {SEND_P99_MS:g} ms)",
     )
+    if "send_256" in single:
+        at_256 = single["send_256"]
+        report.target(
+            at_256.p99_ms <= SEND_256_P99_MS and at_256.errors == 0 and at_256.non_2xx == 0,
+            f"send at 256 connections: p99 {at_256.p99_ms:.0f} ms, {at_256.errors} errors,"
+            f" {at_256.non_2xx} non-2xx (target <= {SEND_256_P99_MS:g} ms, 0, 0)",
+        )
     if large_rounds:
-        empty_p50 = combine([pair[0] for pair in large_rounds]).p50_ms
-        large_p50 = combine([pair[1] for pair in large_rounds]).p50_ms
+        empty_p50 = combine([pair_[0] for pair_ in large_rounds]).p50_ms
+        large_p50 = combine([pair_[1] for pair_ in large_rounds]).p50_ms
         ratio = large_p50 / empty_p50
         report.target(
             ratio <= LARGE_VS_EMPTY,
@@ -725,45 +892,55 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> None:
             f" {empty_p50:.2f} ms = {ratio:.2f}, means of {len(large_rounds)} rounds"
             f" (target <= {LARGE_VS_EMPTY})",
         )
-    else:
-        report.target(None, "send into a 1M-message conversation: skipped (--skip-large)")
-    worst_rss = max(rss, relay.rss_mb if relay else 0.0)
+    for sustained_run in runs:
+        report.target(
+            round(sustained_run.ratio, 2) >= EVENTS_VS_SENDS
+            and sustained_run.oldest_age < OLDEST_PENDING_SECONDS,
+            f"{sustained_run.name}: events published / sends = {sustained_run.ratio:.2f},"
+            f" oldest pending {sustained_run.oldest_age:.1f} s"
+            f" (target >= {EVENTS_VS_SENDS}, < {OLDEST_PENDING_SECONDS:g} s)",
+        )
     report.target(
-        worst_rss <= RSS_MB,
-        f"resident memory of one instance after the run = {worst_rss:.0f} MB"
-        f" (target <= {RSS_MB:g} MB)",
+        rss <= RSS_MB, f"resident memory after the run = {rss:.0f} MB (target <= {RSS_MB:g} MB)"
     )
-    if relay is None:
-        report.target(None, f"relay drains the backlog within 5 s: relay {relay_missing}")
-        report.target(None, "send with the relay on / off: see above")
-    else:
-        drain = relay.drain_seconds
-        report.target(
-            drain is not None and drain <= DRAIN_SECONDS,
-            "backlog drained "
-            + ("not within 30 s" if drain is None else f"{drain:.1f} s")
-            + f" after the load ended (target <= {DRAIN_SECONDS:g} s)",
-        )
-        on_off = relay.on.rps / relay.off.rps
-        report.target(
-            on_off >= RELAY_ON_VS_OFF,
-            f"send at 32 connections, relay on / off = {relay.on.rps:,.0f} /"
-            f" {relay.off.rps:,.0f} = {on_off:.2f} (target >= {RELAY_ON_VS_OFF})",
-        )
     report.print_targets()
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
-    parser.add_argument("--duration", type=float, default=10, help="seconds per scenario")
-    parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per scenario")
-    parser.add_argument("--database", default="messenger_bench", help="recreated, then dropped")
-    parser.add_argument("--queue", default="bench_queue", help="AMQP_QUEUE of the relay runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="read and send rows only, short rounds"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds per round (10; quick 5)"
+    )
+    parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds (3; quick 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of each side")
+    parser.add_argument(
+        "--sustained",
+        type=float,
+        default=None,
+        help="seconds of the sustained send load (60; quick 0: skipped)",
+    )
+    parser.add_argument("--logs-off", action="store_true", help="LOG_LEVEL=warning: no access log")
+    parser.add_argument("--database", default=f"messenger_bench_{os.getpid()}", help="then dropped")
+    parser.add_argument("--queue", default=f"bench_queue_{os.getpid()}", help="deleted after")
     parser.add_argument("--port", type=int, default=0, help="service port (default: a free one)")
     parser.add_argument("--large-messages", type=int, default=1_000_000)
     parser.add_argument("--skip-large", action="store_true", help="skip the large conversation")
     parser.add_argument("--keep-database", action="store_true", help="keep it for inspection")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    defaults = (5.0, 1.0, 0.0) if args.quick else (10.0, 3.0, 60.0)
+    for name, default in zip(("duration", "warmup", "sustained"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    args.skip_large = args.skip_large or args.quick
     database = Database.from_environment(args.database)
     with scratch_directory() as scratch:
         try:

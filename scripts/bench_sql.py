@@ -50,6 +50,8 @@ SCRIPTS = (
     Script(
         "read.sql", "LIST_MESSAGES_AFTER", ("channel_id", "after_index", "page_limit", NULL, NULL)
     ),
+    # GET /conversations: the user's conversations with the other participant's name.
+    Script("conversations.sql", "LIST_CONVERSATIONS", ("user_id",)),
 )
 
 

@@ -3,7 +3,8 @@
 --   BENCH_METHOD   GET or POST (default GET)
 --   BENCH_BODY     request body, sent as application/json when set
 --   BENCH_USER_ID  value of the User-Id header when set
--- The request is built once here (no request() hook), so wrk spends no Lua time per request.
+--   BENCH_PATHS    space-separated paths to cycle through (default: the URL's path only)
+-- Requests are built once here, so wrk spends no Lua time per request beyond picking one.
 
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
 
@@ -16,6 +17,19 @@ end
 local user_id = os.getenv("BENCH_USER_ID")
 if user_id ~= nil and user_id ~= "" then
   wrk.headers["User-Id"] = user_id
+end
+
+local paths = os.getenv("BENCH_PATHS")
+if paths ~= nil and paths ~= "" then
+  local requests = {}
+  for path in string.gmatch(paths, "%S+") do
+    requests[#requests + 1] = wrk.format(nil, path)
+  end
+  local next_request = 0
+  function request()
+    next_request = next_request % #requests + 1
+    return requests[next_request]
+  end
 end
 
 -- errors.status counts responses that were not 2xx or 3xx; latencies are in microseconds.

@@ -138,7 +138,7 @@ async def test_events_wait_in_the_outbox_while_the_broker_is_unreachable(
     alice, bob = await factories.users(pool, "Alice", "Bob")
     conversation = await pool.fetchval("INSERT INTO channels DEFAULT VALUES RETURNING id")
     unreachable = settings.model_copy(update={"amqpport": free_port()})
-    down = OutboxRelay(unreachable, pool, asyncio.Event())
+    down = OutboxRelay(unreachable, asyncio.Event())
     down.start()
     try:
         for index in range(1, 6):
@@ -156,7 +156,7 @@ async def test_events_wait_in_the_outbox_while_the_broker_is_unreachable(
     finally:
         await down.stop()
 
-    up = OutboxRelay(settings, pool, asyncio.Event())
+    up = OutboxRelay(settings, asyncio.Event())
     up.start()
     try:
         messages = await take(queue, 5)
@@ -201,7 +201,7 @@ async def test_two_relays_sharing_the_outbox_publish_each_event_once_in_order(
         rows,
     )
     settings = database.model_copy(update={"amqp_queue": queue, "relay_batch_size": 25})
-    relays = [OutboxRelay(settings, pool, asyncio.Event()) for _ in range(2)]
+    relays = [OutboxRelay(settings, asyncio.Event()) for _ in range(2)]
     for relay in relays:
         relay.start()
     try:
@@ -222,6 +222,89 @@ async def test_two_relays_sharing_the_outbox_publish_each_event_once_in_order(
         ]
         assert indexes == list(range(1, 11))
     assert sum(relay.published for relay in relays) == 400
+
+
+@pytest.fixture
+def small_queue(queue: str) -> Iterator[str]:
+    """The test's queue under a policy that makes RabbitMQ refuse (nack) any event over 1 KB."""
+    policy = f"messenger_test_{queue}"
+    definition = json.dumps({"max-length-bytes": 1024, "overflow": "reject-publish"})
+    subprocess.run(
+        ["rabbitmqctl", "set_policy", "--apply-to", "queues", policy, f"^{queue}$", definition],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    yield queue
+    subprocess.run(
+        ["rabbitmqctl", "clear_policy", policy], check=False, capture_output=True, timeout=60
+    )
+
+
+async def write_events(pool: asyncpg.Pool, *events: tuple[int, int, int, list[int]]) -> list[int]:
+    """Outbox rows (conversation, sender, index, participants) as a send writes them."""
+    return [
+        await pool.fetchval(
+            "INSERT INTO outbox (channel_id, user_id, message_index, participant_ids)"
+            " VALUES ($1, $2, $3, $4) RETURNING id",
+            *event,
+        )
+        for event in events
+    ]
+
+
+async def test_a_refused_publish_is_counted_on_its_row_and_blocks_only_its_conversation(
+    settings: Settings, pool: asyncpg.Pool, small_queue: str, clean: None
+) -> None:
+    crowd = list(range(1, 301))  # about 1.2 KB of participant ids: over the queue's limit
+    poison, later, other = await write_events(
+        pool, (1, 1, 1, crowd), (1, 1, 2, [1, 2]), (2, 3, 1, [3, 4])
+    )
+    relay = OutboxRelay(settings.model_copy(update={"relay_max_attempts": 1000}), asyncio.Event())
+    relay.start()
+    try:
+        # The batch went out in one pass, so the later event of the poison's conversation
+        # went too; it is not published again while the poison is retried.
+        messages = await take(small_queue, 2)
+        for _ in range(100):
+            attempts = await pool.fetchval("SELECT attempts FROM outbox WHERE id = $1", poison)
+            if attempts >= 3:
+                break
+            await asyncio.sleep(0.1)
+        messages += await take(small_queue, 1, within=0.5)
+    finally:
+        await relay.stop()
+
+    assert [m.header.properties.message_id for m in messages] == [str(later), str(other)]
+    rows = await pool.fetch("SELECT id, attempts, last_error FROM outbox ORDER BY id")
+    assert [row["id"] for row in rows] == [poison, later]  # its conversation waits behind it
+    assert rows[0]["attempts"] >= 3
+    assert rows[0]["last_error"] == "refused by RabbitMQ (basic.nack)"
+    assert relay.failed >= 3
+
+
+async def test_an_event_refused_every_time_is_parked_and_its_conversation_goes_on(
+    settings: Settings, pool: asyncpg.Pool, small_queue: str, clean: None
+) -> None:
+    crowd = list(range(1, 301))
+    poison, later = await write_events(pool, (1, 1, 1, crowd), (1, 1, 2, [1, 2]))
+    relay = OutboxRelay(settings.model_copy(update={"relay_max_attempts": 3}), asyncio.Event())
+    relay.start()
+    try:
+        assert await eventually_empty(pool, within=20)
+        messages = await take(small_queue, 2)
+    finally:
+        await relay.stop()
+
+    # Published in the first pass beside the poison, and again once the poison was parked.
+    assert [json.loads(m.body)["index"] for m in messages] == [2, 2]
+    parked = await pool.fetch("SELECT id, message_index, attempts, last_error FROM outbox_parked")
+    assert [(row["id"], row["message_index"], row["attempts"]) for row in parked] == [
+        (poison, 1, 3)
+    ]
+    assert parked[0]["last_error"] == "refused by RabbitMQ (basic.nack)"
+    assert relay.parked == 1
+    assert later not in [row["id"] for row in parked]
 
 
 @pytest.fixture
