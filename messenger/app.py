@@ -16,6 +16,7 @@ from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
 from messenger.events import OutboxRelay
+from messenger.idempotency import KeySweeper
 from messenger.metrics import Metrics
 from messenger.services import Services
 from messenger.settings import Settings
@@ -73,10 +74,13 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
             if settings.relay_enabled:
                 services.relay = OutboxRelay(settings, pool, services.outbox_pending)
                 services.relay.start()
+            sweeper = KeySweeper(settings, pool)
+            sweeper.start()
             try:
                 async with discovery.registered(registration):
                     yield {"services": services}
             finally:
+                await sweeper.stop()
                 if services.relay is not None:
                     await services.relay.stop()
         finally:

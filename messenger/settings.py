@@ -113,6 +113,8 @@ class Settings(BaseSettings):
 
     json_body_limit: ByteSize = 100 * 1024
     messages_page_max: int = Field(default=1000, ge=1, le=100_000)
+    idempotency_key_ttl: float = Field(default=24 * 3600, gt=0, le=366 * 24 * 3600)
+    idempotency_sweep_interval: float = Field(default=60.0, gt=0)
 
     consul_service_name: str | None = Field(default=None, min_length=1)
     consul_host: str = "consul-client"
