@@ -20,12 +20,14 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aio_pika
@@ -53,6 +55,8 @@ DRAIN_SECONDS = 5.0
 RELAY_ON_VS_OFF = 0.8
 
 LARGE_ROUNDS = 4  # of the empty vs 1M-message comparison, seconds / LARGE_ROUNDS each
+KEYED_ROUNDS = 3  # of the send with and without an Idempotency-Key, alternated
+NEW_KEY_EACH = "*"
 DRAIN_CAP_SECONDS = 30.0
 DRAIN_POLL_SECONDS = 0.1
 
@@ -251,6 +255,7 @@ class Load:
     method: str = "GET"
     body: str = ""
     user_id: int | None = None
+    idempotency_key: str = ""  # "": none; NEW_KEY_EACH: a new one per request; else this one
 
 
 @dataclass(frozen=True)
@@ -284,7 +289,13 @@ def wrk_command(service: Service, load: Load, seconds: float) -> tuple[list[str]
         "BENCH_METHOD": load.method,
         "BENCH_BODY": load.body,
         "BENCH_USER_ID": "" if load.user_id is None else str(load.user_id),
+        "BENCH_IDEMPOTENCY_KEY": "",
+        "BENCH_IDEMPOTENCY_KEY_PREFIX": "",
     }
+    if load.idempotency_key == NEW_KEY_EACH:  # a prefix per run: no key repeats an earlier run's
+        env["BENCH_IDEMPOTENCY_KEY_PREFIX"] = f"{uuid.uuid4().hex}-"
+    else:
+        env["BENCH_IDEMPOTENCY_KEY"] = load.idempotency_key
     return command, env
 
 
@@ -568,6 +579,58 @@ def send_load(name: str, conversation: int, connections: int, user_id: int) -> L
     return Load(name, path, connections, "POST", MESSAGE_BODY, user_id)
 
 
+def idempotency_rounds(
+    service: Service, conversation: int, sender: int, seconds: float, report: Report
+) -> None:
+    """A send without a key, with a new key each, and repeating one key, in alternated rounds
+    so that the machine's other load hits all three alike; medians with their ranges."""
+    plain = send_load("send, no key", conversation, 32, sender)
+    loads = [
+        plain,
+        replace(plain, name="send, new key each", idempotency_key=NEW_KEY_EACH),
+        replace(plain, name="send, repeated key", idempotency_key="bench-1"),
+    ]
+    rounds: dict[str, list[WrkResult]] = {load.name: [] for load in loads}
+    for _ in range(KEYED_ROUNDS):
+        for load in loads:
+            rounds[load.name].append(wrk(service, load, seconds, 1))
+
+    def spread(name: str, figure: str, form: str) -> str:
+        values = sorted(getattr(result, figure) for result in rounds[name])
+        low, middle, high = values[0], statistics.median(values), values[-1]
+        return f"{middle:{form}} ({low:{form}}-{high:{form}})"
+
+    for load in loads:
+        name = load.name
+        report.http(f"{name} ({KEYED_ROUNDS} rounds, medians)", 32, median_result(rounds[name]))
+        say(
+            f"  {name} at 32, medians (ranges) of {KEYED_ROUNDS} alternated rounds:"
+            f" {spread(name, 'rps', ',.0f')} req/s, p50 {spread(name, 'p50_ms', '.1f')} ms,"
+            f" p99 {spread(name, 'p99_ms', '.1f')} ms,"
+            f" CPU {spread(name, 'cpu_us_per_request', ',.0f')} us/req,"
+            f" non-2xx {sum(result.non_2xx for result in rounds[name])}"
+        )
+
+
+def median_result(rounds: list[WrkResult]) -> WrkResult:
+    """Each figure's median over the rounds, as one row of the report."""
+
+    def median(figure: str) -> float:
+        return float(statistics.median(getattr(result, figure) for result in rounds))
+
+    return WrkResult(
+        requests=round(median("rps") * 1000),
+        seconds=1000.0,
+        errors=sum(result.errors for result in rounds),
+        non_2xx=sum(result.non_2xx for result in rounds),
+        p50_ms=median("p50_ms"),
+        p99_ms=median("p99_ms"),
+        mean_ms=median("mean_ms"),
+        cpu_us_per_request=median("cpu_us_per_request"),
+        cpu_share=median("cpu_share"),
+    )
+
+
 def benchmark(args: argparse.Namespace, scratch: Path) -> None:
     database = Database.from_environment(args.database)
     service = Service(database, args.port or free_port(), args.queue, scratch / "service.log")
@@ -594,6 +657,7 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> None:
         empty_conversation = service.create_conversation(4, 5)
         large_conversation = service.create_conversation(4, 6)
         relay_conversation = service.create_conversation(5, 6)
+        keyed_conversation = service.create_conversation(7, 8)
         fill(database, read_conversation, 1, 100)
         if not args.skip_large:
             took = fill(database, large_conversation, 4, args.large_messages)
@@ -656,6 +720,9 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> None:
                 combined = combine([pair[side] for pair in large_rounds])
                 report.http(f"{name} ({LARGE_ROUNDS} rounds)", 4, combined)
                 say(f"  {name} at 4: {combined.rps:,.0f} req/s, p50 {combined.p50_ms:.2f} ms")
+
+        section("send with an Idempotency-Key")
+        idempotency_rounds(service, keyed_conversation, 7, seconds, report)
         rss, peak_rss = service.memory_mb()
     finally:
         service.stop()

@@ -3,6 +3,9 @@
 --   BENCH_METHOD   GET or POST (default GET)
 --   BENCH_BODY     request body, sent as application/json when set
 --   BENCH_USER_ID  value of the User-Id header when set
+--   BENCH_IDEMPOTENCY_KEY         value of the Idempotency-Key header when set (every request
+--                                 a repeat of the first), or
+--   BENCH_IDEMPOTENCY_KEY_PREFIX  a new Idempotency-Key per request: this prefix and a number
 -- The request is built once here (no request() hook), so wrk spends no Lua time per request.
 
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
@@ -16,6 +19,22 @@ end
 local user_id = os.getenv("BENCH_USER_ID")
 if user_id ~= nil and user_id ~= "" then
   wrk.headers["User-Id"] = user_id
+end
+
+local key = os.getenv("BENCH_IDEMPOTENCY_KEY")
+if key ~= nil and key ~= "" then
+  wrk.headers["Idempotency-Key"] = key
+end
+
+-- Only this case builds a request per call (a new key each), costing wrk some Lua time.
+local key_prefix = os.getenv("BENCH_IDEMPOTENCY_KEY_PREFIX")
+if key_prefix ~= nil and key_prefix ~= "" then
+  local sent = 0
+  function request()
+    sent = sent + 1
+    wrk.headers["Idempotency-Key"] = key_prefix .. sent
+    return wrk.format()
+  end
 end
 
 -- errors.status counts responses that were not 2xx or 3xx; latencies are in microseconds.
