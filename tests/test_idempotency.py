@@ -256,11 +256,9 @@ async def test_50_concurrent_requests_with_one_key_store_one_message_and_one_eve
     assert await published(pool, queue, 1) == 1
 
 
-async def test_a_request_racing_the_first_waits_for_it_then_reads_its_answer(
-    pool: asyncpg.Pool, clean: None
-) -> None:
-    """The race, step by step: the second statement blocks on the first one's key until it
-    commits, then stores nothing; the stored answer is the first one's message."""
+@pytest.fixture
+async def conversation_of_two(pool: asyncpg.Pool, clean: None) -> tuple[int, int]:
+    """A conversation of Alice and Bob made in SQL, for tests of the statements themselves."""
     alice, bob = await factories.users(pool, "Alice", "Bob")
     conversation = await pool.fetchval("INSERT INTO channels DEFAULT VALUES RETURNING id")
     await pool.execute(
@@ -269,6 +267,15 @@ async def test_a_request_racing_the_first_waits_for_it_then_reads_its_answer(
         alice,
         bob,
     )
+    return conversation, alice
+
+
+async def test_a_request_racing_the_first_waits_for_it_then_reads_its_answer(
+    pool: asyncpg.Pool, conversation_of_two: tuple[int, int]
+) -> None:
+    """The race, step by step: the second statement blocks on the first one's key until it
+    commits, then stores nothing; the stored answer is the first one's message."""
+    conversation, alice = conversation_of_two
     async with pool.acquire() as first, pool.acquire() as second:
         transaction = first.transaction()
         await transaction.start()
@@ -288,6 +295,27 @@ async def test_a_request_racing_the_first_waits_for_it_then_reads_its_answer(
     assert dict(answer) == {**dict(mine), "replayed": True}
     assert await stored(pool) == 1
     assert await pool.fetchval("SELECT last_index FROM channels WHERE id = $1", conversation) == 1
+
+
+async def test_a_request_racing_a_first_that_fails_stores_the_message_itself(
+    pool: asyncpg.Pool, conversation_of_two: tuple[int, int]
+) -> None:
+    conversation, alice = conversation_of_two
+    async with pool.acquire() as first, pool.acquire() as second:
+        transaction = first.transaction()
+        await transaction.start()
+        assert await db.send_message_with_key(first, conversation, alice, "hi", "race", DAY)
+        racing = asyncio.create_task(
+            db.send_message_with_key(second, conversation, alice, "hi", "race", DAY)
+        )
+        await wait_until_blocked(pool, "idempotency_keys")
+        await transaction.rollback()  # say the first request's client went away mid-statement
+        theirs = await asyncio.wait_for(racing, 10)
+
+    assert theirs is not None
+    assert not theirs["replayed"]
+    assert theirs["index"] == 1
+    assert await stored(pool) == 1
 
 
 async def wait_until_blocked(
