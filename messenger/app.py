@@ -16,6 +16,7 @@ from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
 from messenger.events import OutboxRelay
+from messenger.idempotency import KeySweeper
 from messenger.metrics import PROBE_TIMEOUT, Metrics
 from messenger.page_cache import PageCache
 from messenger.services import Services
@@ -83,6 +84,9 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
                 services.relay = OutboxRelay(settings, services.outbox_pending)
                 services.relay.start()
                 stack.push_async_callback(services.relay.stop)
+            sweeper = KeySweeper(settings, pool)
+            sweeper.start()
+            stack.push_async_callback(sweeper.stop)
             await stack.enter_async_context(limits.watch_open_files())
             await stack.enter_async_context(discovery.registered(registration))
             yield {"services": services}

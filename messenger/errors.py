@@ -3,6 +3,7 @@
     MessengerError               an answer for the client: status + text, never internals
     ├── BadRequest (400)         malformed input or a broken rule (texts kept from Node)
     ├── NotFound (404)           an unknown conversation
+    ├── Unprocessable (422)      a well-formed request that contradicts an earlier one
     └── Unavailable (503)        PostgreSQL cannot be reached, or a bounded wait for it ran out
                                  (pool, lock, statement timeout); sent with Retry-After
 
@@ -37,6 +38,12 @@ QUERY_NOT_INTEGER = "{name} must be a positive integer"
 CURSORS_EXCLUSIVE = "after_index and before_index cannot be used together"
 NOT_FOUND = "Not found"
 METHOD_NOT_ALLOWED = "Method not allowed"
+IDEMPOTENCY_KEY_INVALID = "Idempotency-Key header must be 1 to 255 visible ASCII characters"
+IDEMPOTENCY_KEY_REPEATED = "Idempotency-Key header must be given once (got different values)"
+IDEMPOTENCY_KEY_REUSED = (
+    "Idempotency-Key was already used for a message with other content in this conversation;"
+    " use a new key for a new message"
+)
 DATABASE_UNAVAILABLE = "The database is unavailable, try again shortly"
 DATABASE_BUSY = "The database is busy, try again shortly"
 INTERNAL_ERROR = "Internal server error (request id {request_id})"
@@ -56,6 +63,10 @@ class BadRequest(MessengerError):
 
 class NotFound(MessengerError):
     status_code = 404
+
+
+class Unprocessable(MessengerError):
+    status_code = 422
 
 
 class Unavailable(MessengerError):

@@ -4,6 +4,7 @@ import json
 import re
 from typing import Any
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -14,6 +15,7 @@ from messenger.errors import (
     CONVERSATION_EXISTS,
     CONVERSATION_NOT_FOUND,
     CURSORS_EXCLUSIVE,
+    IDEMPOTENCY_KEY_REUSED,
     INDEX_NOT_INTEGER,
     INVALID_JSON,
     INVALID_PATH_ID,
@@ -26,7 +28,9 @@ from messenger.errors import (
     USER_ID_REQUIRED,
     BadRequest,
     NotFound,
+    Unprocessable,
 )
+from messenger.idempotency import idempotency_key
 from messenger.metrics import probe, readiness
 from messenger.page_cache import render_page
 from messenger.responses import JSONResponse
@@ -165,6 +169,7 @@ async def list_conversations(request: Request) -> Response:
 async def send_message(request: Request) -> Response:
     user_id = _user_id(request)
     conversation_id = _path_id(request, "conversation_id")
+    key = idempotency_key(request)
     content = (await _json_object(request)).get("content")
     if not isinstance(content, str):
         raise BadRequest(CONTENT_NOT_STRING)
@@ -172,11 +177,15 @@ async def send_message(request: Request) -> Response:
         raise BadRequest(CONTENT_EMPTY)
     services = Services.of(request)
     async with db.unavailable_as_503():
-        row = await db.send_message(services.pool, conversation_id, user_id, content)
+        if key is None:
+            row = await db.send_message(services.pool, conversation_id, user_id, content)
+        else:
+            row = await _send_once(services, conversation_id, user_id, content, key)
         if row is None:
             await _membership_error(services, conversation_id, user_id)
             raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
-    services.outbox_written()
+    if key is None or not row["replayed"]:
+        services.outbox_written()
     message = {
         "id": row["id"],
         "content": row["content"],
@@ -187,6 +196,23 @@ async def send_message(request: Request) -> Response:
         "inserted_at": row["inserted_at"],
     }
     return JSONResponse({"message": message}, status_code=201)
+
+
+async def _send_once(
+    services: Services, conversation_id: int, user_id: int, content: str, key: str
+) -> asyncpg.Record | None:
+    """Send under an idempotency key: the first request stores, a repeat gets the stored message.
+
+    A request that raced the first one with the key waited for it inside the statement and
+    stored nothing; the second statement reads what the first one stored.
+    """
+    ttl = services.settings.idempotency_key_ttl
+    row = await db.send_message_with_key(services.pool, conversation_id, user_id, content, key, ttl)
+    if row is None:
+        row = await db.stored_answer(services.pool, conversation_id, user_id, key, ttl)
+    if row is not None and row["replayed"] and row["content"] != content:
+        raise Unprocessable(IDEMPOTENCY_KEY_REUSED)
+    return row
 
 
 async def list_messages(request: Request) -> Response:

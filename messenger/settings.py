@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     # Rendered pages kept per instance (a 100-message page is about 16 kB). Filled with pages
     # of up to 1,000 messages, 4 MB of them grew the process by about 7 MB (allocator overhead).
     messages_cache_size: ByteSize = Field(default=4 * 1024 * 1024, ge=0)
+    idempotency_key_ttl: float = Field(default=24 * 3600, gt=0, le=366 * 24 * 3600)
+    idempotency_sweep_interval: float = Field(default=60.0, gt=0)
 
     consul_service_name: str | None = Field(default=None, min_length=1)
     consul_host: str = "consul-client"

@@ -24,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aio_pika
@@ -56,6 +57,8 @@ LARGE_VS_EMPTY = 1.2
 
 LARGE_ROUNDS = 4  # of the empty vs 1M-message comparison, seconds / LARGE_ROUNDS each
 SUSTAINED_CONVERSATIONS = 4  # the sustained load spreads its sends over this many
+KEYED_ROUNDS = 3  # of the send with and without an Idempotency-Key, alternated
+NEW_KEY_EACH = "*"
 DRAIN_CAP_SECONDS = 30.0
 PGBENCH_TRIES = 4
 DRAIN_POLL_SECONDS = 0.1
@@ -273,6 +276,7 @@ class Load:
     body: str = ""
     user_id: int | None = None
     more_paths: tuple[str, ...] = ()  # cycled through with `path`
+    idempotency_key: str = ""  # "": none; NEW_KEY_EACH: a new one per request; else this one
 
 
 @dataclass(frozen=True)
@@ -307,7 +311,13 @@ def wrk_command(service: Service, load: Load, seconds: float) -> tuple[list[str]
         "BENCH_BODY": load.body,
         "BENCH_USER_ID": "" if load.user_id is None else str(load.user_id),
         "BENCH_PATHS": " ".join((load.path, *load.more_paths)) if load.more_paths else "",
+        "BENCH_IDEMPOTENCY_KEY": "",
+        "BENCH_IDEMPOTENCY_KEY_PREFIX": "",
     }
+    if load.idempotency_key == NEW_KEY_EACH:  # a prefix per run: no key repeats an earlier run's
+        env["BENCH_IDEMPOTENCY_KEY_PREFIX"] = f"{uuid.uuid4().hex}-"
+    else:
+        env["BENCH_IDEMPOTENCY_KEY"] = load.idempotency_key
     return command, env
 
 
@@ -718,6 +728,7 @@ class Conversations:
     empty: int
     large: int
     sustained: list[int]
+    keyed: int
 
 
 def setup(service: Service, args: argparse.Namespace, scratch: Path) -> Conversations:
@@ -736,6 +747,7 @@ def setup(service: Service, args: argparse.Namespace, scratch: Path) -> Conversa
             empty=service.create_conversation(4, 5),
             large=service.create_conversation(4, 6),
             sustained=[service.create_conversation(7, high) for high in (5, 6, 8, 9)],
+            keyed=service.create_conversation(8, 9),
         )
     finally:
         service.stop()
@@ -748,6 +760,39 @@ def setup(service: Service, args: argparse.Namespace, scratch: Path) -> Conversa
         )
     database.psql("VACUUM ANALYZE")
     return conversations
+
+
+def idempotency_rounds(
+    service: Service, conversation: int, sender: int, seconds: float, report: Report
+) -> None:
+    """A send without a key, with a new key each, and repeating one key, in alternated rounds
+    so that the machine's other load hits all three alike; medians with their ranges."""
+    plain = send_load("send, no key", [conversation], 32, sender)
+    loads = [
+        plain,
+        replace(plain, name="send, new key each", idempotency_key=NEW_KEY_EACH),
+        replace(plain, name="send, repeated key", idempotency_key="bench-1"),
+    ]
+    rounds: dict[str, list[WrkResult]] = {load.name: [] for load in loads}
+    for _ in range(KEYED_ROUNDS):
+        for load in loads:
+            rounds[load.name].append(wrk(service, load, seconds, 1))
+
+    def spread(name: str, figure: str, form: str) -> str:
+        values = sorted(getattr(result, figure) for result in rounds[name])
+        low, middle, high = values[0], statistics.median(values), values[-1]
+        return f"{middle:{form}} ({low:{form}}-{high:{form}})"
+
+    for load in loads:
+        name = load.name
+        report.http(f"{name} ({KEYED_ROUNDS} rounds, medians)", 32, median_result(rounds[name]))
+        say(
+            f"  {name} at 32, medians (ranges) of {KEYED_ROUNDS} alternated rounds:"
+            f" {spread(name, 'rps', ',.0f')} req/s, p50 {spread(name, 'p50_ms', '.1f')} ms,"
+            f" p99 {spread(name, 'p99_ms', '.1f')} ms,"
+            f" CPU {spread(name, 'cpu_us_per_request', ',.0f')} us/req,"
+            f" non-2xx {sum(result.non_2xx for result in rounds[name])}"
+        )
 
 
 def benchmark(args: argparse.Namespace, scratch: Path) -> None:
@@ -829,6 +874,9 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> None:
             for name, side in ((empty.name, 0), (large.name, 1)):
                 combined = combine([pair_[side] for pair_ in large_rounds])
                 report.http(f"{name} ({LARGE_ROUNDS} rounds)", 4, combined)
+        if not args.quick:
+            section("send with an Idempotency-Key")
+            idempotency_rounds(service, conversations.keyed, 8, seconds, report)
         rss, peak_rss = service.memory_mb()
     finally:
         service.stop()

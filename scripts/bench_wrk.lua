@@ -4,7 +4,11 @@
 --   BENCH_BODY     request body, sent as application/json when set
 --   BENCH_USER_ID  value of the User-Id header when set
 --   BENCH_PATHS    space-separated paths to cycle through (default: the URL's path only)
--- Requests are built once here, so wrk spends no Lua time per request beyond picking one.
+--   BENCH_IDEMPOTENCY_KEY         value of the Idempotency-Key header when set (every request
+--                                 a repeat of the first), or
+--   BENCH_IDEMPOTENCY_KEY_PREFIX  a new Idempotency-Key per request: this prefix and a number
+-- Requests are built once here, so wrk spends no Lua time per request beyond picking one
+-- (except with a new key per request).
 
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
 
@@ -29,6 +33,22 @@ if paths ~= nil and paths ~= "" then
   function request()
     next_request = next_request % #requests + 1
     return requests[next_request]
+  end
+end
+
+local key = os.getenv("BENCH_IDEMPOTENCY_KEY")
+if key ~= nil and key ~= "" then
+  wrk.headers["Idempotency-Key"] = key
+end
+
+-- Only this case builds a request per call (a new key each), costing wrk some Lua time.
+local key_prefix = os.getenv("BENCH_IDEMPOTENCY_KEY_PREFIX")
+if key_prefix ~= nil and key_prefix ~= "" then
+  local sent = 0
+  function request()
+    sent = sent + 1
+    wrk.headers["Idempotency-Key"] = key_prefix .. sent
+    return wrk.format()
   end
 end
 

@@ -16,7 +16,7 @@ from messenger.app import create_app
 from messenger.db import connect_kwargs
 from messenger.settings import Settings
 
-TABLES = "outbox, outbox_parked, messages, users_channels, channels, users"
+TABLES = "idempotency_keys, outbox, outbox_parked, messages, users_channels, channels, users"
 
 
 def base_settings(**overrides: object) -> Settings:

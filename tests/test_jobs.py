@@ -17,7 +17,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from pydantic import SecretStr
 
-from messenger import jobs
+from messenger import db, jobs
 from messenger.db import connect_kwargs
 from messenger.errors import CONVERSATION_EXISTS
 from messenger.settings import Settings
@@ -334,6 +334,17 @@ async def test_migrate_creates_the_application_role_with_data_access_only(
             json={"index": 1},
         )
         assert horizon.status_code == 204
+        keyed = {"User-Id": "1", "Idempotency-Key": "as-the-app-role"}
+        path = f"/conversations/{conversation}/messages"
+        sent = await client.post(path, headers=keyed, json={"content": "once"})
+        retried = await client.post(path, headers=keyed, json={"content": "once"})
+        assert sent.status_code == 201, sent.text
+        assert retried.content == sent.content
+    conn = await connect(app)
+    try:  # the sweep of expired idempotency keys, with a lifetime of a microsecond
+        assert await db.sweep_idempotency_keys(conn, 1e-6, 10) == 1
+    finally:
+        await conn.close()
 
     again = await job("migrate", fresh, APP_DB_USER=role, APP_DB_PASSWORD=password)
     assert again.returncode == 0, again.output
