@@ -36,6 +36,7 @@ ROUTES = [
     Route("/health", handlers.health, methods=["GET"], name="health"),
     Route("/health/ready", handlers.ready, methods=["GET"], name="ready"),
     Route("/metrics", handlers.metrics, methods=["GET"], name="metrics"),
+    Route("/openapi.json", handlers.openapi_document, methods=["GET"], name="openapi"),
     Route(
         "/conversations",
         by_method(get=handlers.list_conversations, post=handlers.create_conversation),
