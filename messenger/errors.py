@@ -29,7 +29,6 @@ INVALID_PATH_ID = "{name} in the path must be a positive integer, got {value!r}"
 BODY_NOT_UTF8 = "Request body is not valid UTF-8 (invalid byte at position {position})"
 BODY_NOT_JSON = "Request body is not valid JSON: {reason}"
 BODY_NOT_OBJECT = "Request body must be a JSON object"
-INVALID_JSON = BODY_NOT_OBJECT  # TEMPORARY
 BODY_MISSING = "Request body must be JSON sent with Content-Type: application/json"
 PARTICIPANTS_NOT_LIST = "participant_ids must be an array of two user ids"
 PARTICIPANT_NOT_ID = "participant_ids must contain positive integer user ids"

@@ -49,10 +49,15 @@ def _texts(*texts: str) -> Schema:
     return {"type": "string", **(choices[0] if len(choices) == 1 else {"anyOf": choices})}
 
 
+def _headers(extra: dict[str, Any] | None = None) -> Schema:
+    """Response headers: X-Request-Id on every response, and `extra`."""
+    return {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, **(extra or {})}
+
+
 def _error(description: str, *texts: str, headers: dict[str, Any] | None = None) -> Schema:
     return {
         "description": description,
-        "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, **(headers or {})},
+        "headers": _headers(headers),
         "content": {
             "application/json": {
                 "schema": {
@@ -70,7 +75,7 @@ def _error(description: str, *texts: str, headers: dict[str, Any] | None = None)
 def _json(description: str, schema: Schema, headers: dict[str, Any] | None = None) -> Schema:
     return {
         "description": description,
-        "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, **(headers or {})},
+        "headers": _headers(headers),
         "content": {"application/json": {"schema": schema}},
     }
 
@@ -118,7 +123,7 @@ _PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": {
                     "description": "The process serves HTTP.",
-                    "headers": {"X-Request-Id": _ref("headers", "X-Request-Id")},
+                    "headers": _headers(),
                     "content": {"text/plain": {"schema": {"const": "OK"}}},
                 }
             },
@@ -149,7 +154,7 @@ _PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": {
                     "description": "The exposition.",
-                    "headers": {"X-Request-Id": _ref("headers", "X-Request-Id")},
+                    "headers": _headers(),
                     "content": {
                         "text/plain": {"schema": {"type": "string"}},
                         "application/openmetrics-text": {"schema": {"type": "string"}},
@@ -230,7 +235,11 @@ _PATHS: dict[str, dict[str, Any]] = {
                             "conversations": {
                                 "type": "array",
                                 "items": _object(
-                                    {"id": ID_STRING, "inserted_at": TIME, "name": {"type": "string"}}
+                                    {
+                                        "id": ID_STRING,
+                                        "inserted_at": TIME,
+                                        "name": {"type": "string"},
+                                    }
                                 ),
                             }
                         }
@@ -397,7 +406,7 @@ _PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "204": {
                     "description": "Stored; no body.",
-                    "headers": {"X-Request-Id": _ref("headers", "X-Request-Id")},
+                    "headers": _headers(),
                 },
                 "400": _error(
                     "Malformed User-Id, path id or body, or a user who is not a member.",
@@ -575,4 +584,3 @@ def render() -> bytes:
             "components": _COMPONENTS,
         }
     )
-

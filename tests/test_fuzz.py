@@ -22,6 +22,7 @@ import pytest
 import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
+from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -29,7 +30,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from schemathesis.python import asgi
 from starlette.applications import Starlette
 
 from messenger import db, openapi
@@ -43,14 +43,18 @@ STATEFUL_EXAMPLES = int(os.environ.get("FUZZ_STATEFUL_EXAMPLES", str(max(EXAMPLE
 DERANDOMIZE = os.environ.get("FUZZ_DERANDOMIZE", "1") != "0"
 USERS = 12  # seeded users 1..12: small ids, which generation favours, are real users
 
-CHECKS = [not_a_server_error] if os.environ.get("ONLY5XX") else [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    negative_data_rejection,
-]
+CHECKS = (
+    [not_a_server_error]
+    if os.environ.get("ONLY5XX")
+    else [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        negative_data_rejection,
+    ]
+)
 
 SETTINGS = hypothesis.settings(
     max_examples=EXAMPLES,
@@ -84,7 +88,8 @@ def app(database: Settings) -> Iterator[Starlette]:
     asyncio.run(seed(database))
     application = create_app(database)
     yield application
-    asgi.shutdown_lifespans()  # schemathesis started the lifespan: close the pool before the DB goes
+    # schemathesis started the app's lifespan: end it, closing the pool before the database goes.
+    asgi.shutdown_lifespans()
     print(f"\nfuzz: {sum(answered.values())} requests, by status: {dict(sorted(answered.items()))}")
 
 
