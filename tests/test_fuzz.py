@@ -36,6 +36,7 @@ from messenger import db, openapi
 from messenger.app import create_app
 from messenger.db import connect_kwargs
 from messenger.settings import Settings
+from tests import test_input_properties
 from tests.conftest import TABLES
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))  # per operation, positive and negative
@@ -122,3 +123,23 @@ def test_linked_operations_in_sequence_get_documented_answers(app: Starlette) ->
             case.validate_response(response, checks=CHECKS)
 
     Checked.run(settings=hypothesis.settings(SETTINGS, max_examples=STATEFUL_EXAMPLES))
+
+
+@hypothesis.given(
+    hypothesis.strategies.sampled_from(
+        ["/conversations", "/conversations/1/messages", "/conversations/1/view_horizon"]
+    ),
+    hypothesis.strategies.sampled_from(["application/json", "text/plain", ""]),
+    test_input_properties.bodies,
+)
+@hypothesis.settings(SETTINGS, max_examples=EXAMPLES * 5)
+def test_any_bytes_posted_to_any_route_get_a_client_error_at_worst(
+    app: Starlette, path: str, content_type: str, body: bytes
+) -> None:
+    with asgi.get_client(app) as client:
+        response = client.post(
+            path, data=body, headers={"User-Id": "1", "Content-Type": content_type}
+        )
+    answered[response.status_code] += 1
+    assert response.status_code in (201, 204, 400, 404, 413), response.text
+    assert response.headers["content-type"] == "application/json" or response.status_code == 204
