@@ -1,6 +1,7 @@
 """The OpenAPI document: valid 3.1, exactly the app's routes, every error text the code has."""
 
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -121,3 +122,11 @@ def test_links_name_real_operations_and_their_parameters() -> None:
                     prefix = "" if parameter["in"] == "path" else f"{parameter['in']}."
                     names.add(prefix + parameter["name"])
                 assert set(link["parameters"]) <= names, link
+
+
+def test_the_readme_lists_every_error_text() -> None:
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    for name, text in vars(errors).items():
+        if name.isupper() and isinstance(text, str):
+            longest_literal = max(re.split(r"\{[^}]*\}", text), key=len)
+            assert longest_literal in readme, name
