@@ -80,6 +80,12 @@ def _json(description: str, schema: Schema, headers: dict[str, Any] | None = Non
     }
 
 
+def _json_body(schema: str, example: object) -> Schema:
+    """A required JSON request body of a schema in components, with an example."""
+    content = {"schema": _ref("schemas", schema), "example": example}
+    return {"required": True, "content": {"application/json": content}}
+
+
 def _object(properties: dict[str, Schema]) -> Schema:
     """A JSON object with exactly these members (the service always sends all of them)."""
     return {
@@ -179,15 +185,7 @@ _PATHS: dict[str, dict[str, Any]] = {
             "The body is read as JSON only with `Content-Type: application/json`, as the "
             "Node service's express.json did: any other body counts as `{}`.",
             "tags": ["conversations"],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": _ref("schemas", "NewConversation"),
-                        "example": {"participant_ids": [1, 2]},
-                    }
-                },
-            },
+            "requestBody": _json_body("NewConversation", {"participant_ids": [1, 2]}),
             "responses": {
                 "201": {
                     **_json(
@@ -260,15 +258,7 @@ _PATHS: dict[str, dict[str, Any]] = {
             "Publishes one `new_message` event.",
             "tags": ["messages"],
             "parameters": [_ref("parameters", "UserId"), _ref("parameters", "X-Request-Id")],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": _ref("schemas", "NewMessage"),
-                        "example": {"content": "This is the first message"},
-                    }
-                },
-            },
+            "requestBody": _json_body("NewMessage", {"content": "This is the first message"}),
             "responses": {
                 "201": {
                     **_json(
@@ -394,15 +384,7 @@ _PATHS: dict[str, dict[str, Any]] = {
             "summary": "Record the index of the last message the user has seen",
             "tags": ["messages"],
             "parameters": [_ref("parameters", "UserId"), _ref("parameters", "X-Request-Id")],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": _ref("schemas", "ViewHorizon"),
-                        "example": {"index": 2},
-                    }
-                },
-            },
+            "requestBody": _json_body("ViewHorizon", {"index": 2}),
             "responses": {
                 "204": {
                     "description": "Stored; no body.",
