@@ -26,6 +26,7 @@ TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.000Z$"
 
 # What a `{field}` of an error template stands for, as a regular expression.
 _FIELDS = {"id": "[0-9]+", "request_id": "[A-Za-z0-9._:-]+", "position": "[0-9]+"}
+_EXAMPLE_VALUES = {"id": 7, "request_id": "4f1c", "position": 3, "reason": "...", "value": "x"}
 _REGEX_SPECIALS = frozenset(r".^$*+?()[]{}|\/")
 
 
@@ -66,7 +67,7 @@ def _error(description: str, *texts: str, headers: dict[str, Any] | None = None)
                     "properties": {"error": _texts(*texts)},
                     "additionalProperties": False,
                 },
-                "example": {"error": texts[0] if "{" not in texts[0] else texts[-1]},
+                "example": {"error": texts[0].format(**_EXAMPLE_VALUES)},
             }
         },
     }

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
@@ -130,3 +131,19 @@ def test_the_readme_lists_every_error_text() -> None:
         if name.isupper() and isinstance(text, str):
             longest_literal = max(re.split(r"\{[^}]*\}", text), key=len)
             assert longest_literal in readme, name
+
+
+def test_every_error_example_is_a_text_its_schema_allows() -> None:
+    document = openapi.document()
+    responses = [
+        *document["components"]["responses"].values(),
+        *(r for op in operations(document).values() for r in op["responses"].values()),
+    ]
+    examples = [
+        response["content"]["application/json"]
+        for response in responses
+        if "example" in response.get("content", {}).get("application/json", {})
+    ]
+    assert len(examples) >= 8
+    for media in examples:
+        Draft202012Validator(media["schema"]).validate(media["example"])
