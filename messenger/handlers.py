@@ -6,7 +6,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from messenger import db, json_body, openapi
+from messenger import db, json_body
 from messenger.errors import (
     BODY_MISSING,
     BODY_NOT_OBJECT,
@@ -158,11 +158,6 @@ async def metrics(request: Request) -> Response:
     accept = request.headers.get("accept", "")
     content, content_type = services.metrics.render(services, found, accept)
     return Response(content, headers={"Content-Type": content_type})
-
-
-async def openapi_document(request: Request) -> Response:
-    """The OpenAPI 3.1 document of this API (messenger/openapi.py), rendered once."""
-    return Response(openapi.render(), media_type="application/json")
 
 
 async def create_conversation(request: Request) -> Response:

@@ -13,10 +13,11 @@ import string
 from typing import Any
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 
 from messenger import __version__, errors
-
-MAX_ID = 2**63 - 1  # ids are PostgreSQL bigints (the parsers' limit too)
+from messenger.handlers import MAX_ID
 
 Schema = dict[str, Any]
 
@@ -567,3 +568,8 @@ def render() -> bytes:
             "components": _COMPONENTS,
         }
     )
+
+
+async def serve(request: Request) -> Response:
+    """`GET /openapi.json`."""
+    return Response(render(), media_type="application/json")
