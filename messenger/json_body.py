@@ -7,8 +7,8 @@ other request has no JSON body (Node saw `{}`). Decoding is orjson's, which is s
 lone surrogate escapes (`"\\ud800"`, text no UTF-8 column can hold), `NaN`/`Infinity`, and
 nesting deeper than 1024 levels (where `json.loads` raises RecursionError). Integers beyond 64
 bits become floats, which no id or index accepts. A repeated key keeps its last value, as in
-JavaScript. It is also faster than `json.loads`: about 10 times on a send's body, about twice on
-one the size of a 100-message page (README, API).
+JavaScript. It is also faster than `json.loads`: 4-10 times on a send's body, about twice on one
+the size of a 100-message page (README, API).
 """
 
 import enum
