@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from messenger import db, discovery, handlers, limits
+from messenger import db, discovery, handlers, limits, openapi
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
@@ -38,6 +38,7 @@ ROUTES = [
     Route("/health", handlers.health, methods=["GET"], name="health"),
     Route("/health/ready", handlers.ready, methods=["GET"], name="ready"),
     Route("/metrics", handlers.metrics, methods=["GET"], name="metrics"),
+    Route("/openapi.json", openapi.serve, methods=["GET"], name="openapi"),
     Route(
         "/conversations",
         by_method(get=handlers.list_conversations, post=handlers.create_conversation),

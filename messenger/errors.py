@@ -28,11 +28,17 @@ BODY_TOO_LARGE = "request entity too large"
 # Texts for what the Node service answered with a stack trace.
 CONVERSATION_NOT_FOUND = "Conversation with id {id} does not exist"
 INVALID_PATH_ID = "{name} in the path must be a positive integer, got {value!r}"
-INVALID_JSON = "Request body must be a JSON object"
+BODY_NOT_UTF8 = "Request body is not valid UTF-8 (invalid byte at position {position})"
+BODY_NOT_JSON = "Request body is not valid JSON: {reason}"
+BODY_NOT_OBJECT = "Request body must be a JSON object"
+BODY_MISSING = "Request body must be JSON sent with Content-Type: application/json"
 PARTICIPANTS_NOT_LIST = "participant_ids must be an array of two user ids"
 PARTICIPANT_NOT_ID = "participant_ids must contain positive integer user ids"
 CONTENT_NOT_STRING = "content must be a string"
 CONTENT_EMPTY = "content must not be empty"
+CONTENT_HAS_NUL = (
+    "content must not contain the NUL character (\\u0000): PostgreSQL text cannot store it"
+)
 INDEX_NOT_INTEGER = "index must be a non-negative integer"
 QUERY_NOT_INTEGER = "{name} must be a positive integer"
 CURSORS_EXCLUSIVE = "after_index and before_index cannot be used together"

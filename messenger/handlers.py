@@ -1,6 +1,5 @@
 """HTTP handlers: parse and validate the request, call one data function, shape the response."""
 
-import json
 import re
 from typing import Any
 
@@ -8,16 +7,18 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from messenger import db
+from messenger import db, json_body
 from messenger.errors import (
+    BODY_MISSING,
+    BODY_NOT_OBJECT,
     CONTENT_EMPTY,
+    CONTENT_HAS_NUL,
     CONTENT_NOT_STRING,
     CONVERSATION_EXISTS,
     CONVERSATION_NOT_FOUND,
     CURSORS_EXCLUSIVE,
     IDEMPOTENCY_KEY_REUSED,
     INDEX_NOT_INTEGER,
-    INVALID_JSON,
     INVALID_PATH_ID,
     NEED_TWO_USERS,
     NOT_IN_CONVERSATION,
@@ -89,27 +90,47 @@ def _query_integer(request: Request, name: str, *, minimum: int) -> int | None:
     return value
 
 
+async def _json_body(request: Request) -> object:
+    return json_body.decode(request.headers.get("content-type"), await request.body())
+
+
 async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest(INVALID_JSON) from None
+    """The body of a route that needs one: a JSON object (Node answered 500 without it)."""
+    body = await _json_body(request)
+    if body is json_body.MISSING:
+        raise BadRequest(BODY_MISSING)
     if not isinstance(body, dict):
-        raise BadRequest(INVALID_JSON)
+        raise BadRequest(BODY_NOT_OBJECT)
     return body
 
 
-def _participants(body: dict[str, Any]) -> tuple[int, int]:
-    raw = body.get("participant_ids")
+def _participants(body: object) -> tuple[int, int]:
+    """Node's texts for what Node refused with 400: no `participant_ids` (no body, a body
+    that is not a JSON object, `null`) or not two distinct ids; ours for what it answered 500."""
+    raw = body.get("participant_ids") if isinstance(body, dict) else None
+    if raw is None:
+        raise BadRequest(NEED_TWO_USERS)
     if not isinstance(raw, list):
         raise BadRequest(PARTICIPANTS_NOT_LIST)
-    ids = [_integer(item, minimum=1) for item in raw]
-    if any(item is None for item in ids):
-        raise BadRequest(PARTICIPANT_NOT_ID)
-    distinct = sorted({item for item in ids if item is not None})
-    if len(ids) != 2 or len(distinct) != 2:
+    if len(raw) != 2:
         raise BadRequest(NEED_TWO_USERS)
-    return distinct[0], distinct[1]
+    first, second = (_integer(item, minimum=1) for item in raw)
+    if first is None or second is None:
+        raise BadRequest(PARTICIPANT_NOT_ID)
+    if first == second:
+        raise BadRequest(NEED_TWO_USERS)
+    return min(first, second), max(first, second)
+
+
+def _content(body: dict[str, Any]) -> str:
+    content = body.get("content")
+    if not isinstance(content, str):
+        raise BadRequest(CONTENT_NOT_STRING)
+    if not content:
+        raise BadRequest(CONTENT_EMPTY)
+    if "\x00" in content:
+        raise BadRequest(CONTENT_HAS_NUL)
+    return content
 
 
 async def _membership_error(services: Services, conversation_id: int, user_id: int | None) -> None:
@@ -145,7 +166,7 @@ async def metrics(request: Request) -> Response:
 
 
 async def create_conversation(request: Request) -> Response:
-    low_id, high_id = _participants(await _json_object(request))
+    low_id, high_id = _participants(await _json_body(request))
     services = Services.of(request)
     async with db.unavailable_as_503():
         created = await db.create_conversation(services.pool, low_id, high_id)
@@ -170,11 +191,7 @@ async def send_message(request: Request) -> Response:
     user_id = _user_id(request)
     conversation_id = _path_id(request, "conversation_id")
     key = idempotency_key(request)
-    content = (await _json_object(request)).get("content")
-    if not isinstance(content, str):
-        raise BadRequest(CONTENT_NOT_STRING)
-    if not content:
-        raise BadRequest(CONTENT_EMPTY)
+    content = _content(await _json_object(request))
     services = Services.of(request)
     async with db.unavailable_as_503():
         if key is None:

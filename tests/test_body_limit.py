@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 from messenger.body_limit import parse_size
-from messenger.errors import BODY_TOO_LARGE
+from messenger.errors import BODY_TOO_LARGE, NEED_TWO_USERS
 from messenger.settings import Settings
 from tests import factories, processes
 from tests.conftest import app_client
@@ -241,3 +242,42 @@ async def test_a_body_under_the_limit_with_content_length_is_served_over_a_socke
     assert accepted.status_code == 201, accepted.text
     assert refused.status_code == 413
     assert refused.json() == {"error": BODY_TOO_LARGE}
+
+
+# The tutorial's challenge 1: the limit lowered until its two curl commands hit it.
+
+HELLO = '{ "text": "hello" }'  # 19 bytes
+HELLO_WORLD = '{ "text": "hello, world" }'  # 26 bytes
+
+
+@pytest.fixture(scope="module", params=["20b", "27b"])
+def tutorial_service(request: pytest.FixtureRequest, database: Settings) -> Iterator[str]:
+    """`python -m messenger serve` with the challenge's JSON_BODY_LIMIT; yields the limit."""
+    env = processes.service_env(database, JSON_BODY_LIMIT=request.param)
+    with processes.serve(env) as service:
+        yield f"{request.param} {service.url}"
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json"], ids=["curl -d", "json"])
+def test_the_tutorials_challenge_1_prints_the_tutorials_texts(
+    tutorial_service: str, content_type: str | None
+) -> None:
+    limit, url = tutorial_service.split()
+    command = ["curl", "-s", "-i", "--max-time", "10", "-X", "POST", f"{url}/conversations"]
+    if content_type is not None:
+        command += ["-H", f"Content-Type: {content_type}"]
+
+    answers = []
+    for body in (HELLO, HELLO_WORLD):
+        # curl -d without -H sends application/x-www-form-urlencoded, as the tutorial's did.
+        output = subprocess.run(
+            [*command, "-d", body], capture_output=True, check=True, text=True
+        ).stdout
+        head, _, payload = output.partition("\n\n")  # text mode turned CRLF into LF
+        status = int(head.split()[1])
+        assert "content-type: application/json" in head.lower()
+        answers.append((status, json.loads(payload)))
+
+    need_two = (400, {"error": NEED_TWO_USERS})
+    too_large = (413, {"error": BODY_TOO_LARGE})
+    assert answers == ([need_two, too_large] if limit == "20b" else [need_two, need_two])

@@ -390,30 +390,76 @@ async def test_a_path_id_that_is_not_a_positive_bigint_is_refused(
         }
 
 
+JSON = {"Content-Type": "application/json"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
+
+
+def not_json(reason_start: str) -> re.Pattern[str]:
+    """The BODY_NOT_JSON text whose reason (orjson's, with a position) starts so."""
+    prefix = errors.BODY_NOT_JSON.partition("{")[0]
+    return re.compile(re.escape(prefix + reason_start) + ".*")
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"{}", JSON),
+        (b'{ "text": "hello" }', JSON),
+        (b'{"participant_ids": null}', JSON),
+        (b'{"participant_ids": []}', JSON),
+        (b'{"participant_ids": [1]}', JSON),
+        (b'{"participant_ids": [1, 1]}', JSON),
+        (b'{"participant_ids": [1, "1"]}', JSON),
+        (b'{"participant_ids": [1, 2, 3]}', JSON),
+        (b'{"participant_ids": [1, 2, "x"]}', JSON),
+        (b"[1, 2]", JSON),
+        (b'"text"', JSON),
+        (b"", JSON),
+        (b"", {}),
+        (b'{"participant_ids": [1, 2]}', FORM),
+        (b'{"participant_ids": [1, 2]}', {"Content-Type": "text/plain"}),
+        (b"not json at all", FORM),
+    ],
+)
+async def test_bodies_node_refused_with_its_text_get_it_byte_for_byte(
+    client: httpx.AsyncClient, body: bytes, headers: dict[str, str]
+) -> None:
+    response = await client.post("/conversations", content=body, headers=headers)
+    assert (response.status_code, response.json()) == (400, {"error": errors.NEED_TWO_USERS})
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
-        (b"not json", errors.INVALID_JSON),
-        (b"[1, 2]", errors.INVALID_JSON),
-        (b'"text"', errors.INVALID_JSON),
-        (b"", errors.INVALID_JSON),
+        (b"not json", not_json("invalid literal")),
+        (b"   ", not_json("input data is empty")),
+        (b'{"participant_ids": [1, 2]', not_json("unexpected end of data")),
+        (b'{"participant_ids": NaN}', not_json("unexpected character")),
+        (b'{"participant_ids": ["\\ud800", 1]}', not_json("no low surrogate")),
+        (b'{"participant_ids": ' + b"[" * 5000 + b"]" * 5000 + b"}", not_json("depth limit")),
+        (b'{"participant_ids": [1, 2]}\xff', errors.BODY_NOT_UTF8.format(position=27)),
         (b'{"participant_ids": 5}', errors.PARTICIPANTS_NOT_LIST),
         (b'{"participant_ids": "1,2"}', errors.PARTICIPANTS_NOT_LIST),
-        (b"{}", errors.PARTICIPANTS_NOT_LIST),
+        (b'{"participant_ids": {}}', errors.PARTICIPANTS_NOT_LIST),
+        (b'{"participant_ids": ["a", "b"]}', errors.PARTICIPANT_NOT_ID),
+        (b'{"participant_ids": [1.5, 2]}', errors.PARTICIPANT_NOT_ID),
         (b'{"participant_ids": [1, "two"]}', errors.PARTICIPANT_NOT_ID),
         (b'{"participant_ids": [1, true]}', errors.PARTICIPANT_NOT_ID),
-        (b'{"participant_ids": [1, 2.5]}', errors.PARTICIPANT_NOT_ID),
         (b'{"participant_ids": [1, null]}', errors.PARTICIPANT_NOT_ID),
         (b'{"participant_ids": [1, -2]}', errors.PARTICIPANT_NOT_ID),
+        (b'{"participant_ids": [1, 1' + b"0" * 30 + b"]}", errors.PARTICIPANT_NOT_ID),
+        (b'{"participant_ids": [1, 1' + b"0" * 400 + b"]}", not_json("number is infinity")),
     ],
 )
-async def test_a_malformed_conversation_body_is_a_400_naming_the_problem(
-    client: httpx.AsyncClient, body: bytes, error: str
+async def test_a_body_node_answered_with_500_gets_a_400_naming_the_problem(
+    client: httpx.AsyncClient, body: bytes, error: str | re.Pattern[str]
 ) -> None:
-    response = await client.post(
-        "/conversations", content=body, headers={"Content-Type": "application/json"}
-    )
-    assert (response.status_code, response.json()) == (400, {"error": error})
+    response = await client.post("/conversations", content=body, headers=JSON)
+    assert response.status_code == 400
+    if isinstance(error, str):
+        assert response.json() == {"error": error}
+    else:
+        assert error.fullmatch(response.json()["error"]), response.json()
 
 
 async def test_participant_ids_given_as_digit_strings_work_as_with_node(
@@ -425,14 +471,23 @@ async def test_participant_ids_given_as_digit_strings_work_as_with_node(
 
 
 @pytest.mark.parametrize(
-    ("body", "error"),
+    ("body", "headers", "error"),
     [
-        (b'{"content": {}}', errors.CONTENT_NOT_STRING),
-        (b'{"content": 5}', errors.CONTENT_NOT_STRING),
-        (b'{"content": null}', errors.CONTENT_NOT_STRING),
-        (b"{}", errors.CONTENT_NOT_STRING),
-        (b'{"content": ""}', errors.CONTENT_EMPTY),
-        (b"nope", errors.INVALID_JSON),
+        (b'{"content": {}}', JSON, errors.CONTENT_NOT_STRING),
+        (b'{"content": 5}', JSON, errors.CONTENT_NOT_STRING),
+        (b'{"content": null}', JSON, errors.CONTENT_NOT_STRING),
+        (b"{}", JSON, errors.CONTENT_NOT_STRING),
+        (b'{"content": ""}', JSON, errors.CONTENT_EMPTY),
+        (b'{"content": "a\\u0000b"}', JSON, errors.CONTENT_HAS_NUL),
+        (b'{"content": "\\ud800"}', JSON, not_json("no low surrogate")),
+        (b'{"content": "\\udc00"}', JSON, not_json("invalid high surrogate")),
+        (b'{"content": "\xed\xa0\x80"}', JSON, errors.BODY_NOT_UTF8.format(position=13)),
+        (b'{"content": ' + b"[" * 2000 + b"]" * 2000 + b"}", JSON, not_json("depth limit")),
+        (b"nope", JSON, not_json("invalid literal")),
+        (b'["content"]', JSON, errors.BODY_NOT_OBJECT),
+        (b"", JSON, errors.BODY_MISSING),
+        (b'{"content": "hi"}', FORM, errors.BODY_MISSING),
+        (b'{"content": "hi"}', {}, errors.BODY_MISSING),
     ],
 )
 async def test_a_malformed_message_body_is_a_400_and_stores_nothing(
@@ -440,15 +495,20 @@ async def test_a_malformed_message_body_is_a_400_and_stores_nothing(
     pool: asyncpg.Pool,
     alice_and_bob: tuple[int, int],
     body: bytes,
-    error: str,
+    headers: dict[str, str],
+    error: str | re.Pattern[str],
 ) -> None:
     conversation = await factories.conversation(client, *alice_and_bob)
     response = await client.post(
         f"/conversations/{conversation}/messages",
         content=body,
-        headers={"User-Id": str(alice_and_bob[0]), "Content-Type": "application/json"},
+        headers={"User-Id": str(alice_and_bob[0]), **headers},
     )
-    assert (response.status_code, response.json()) == (400, {"error": error})
+    assert response.status_code == 400
+    if isinstance(error, str):
+        assert response.json() == {"error": error}
+    else:
+        assert error.fullmatch(response.json()["error"]), response.json()
     assert await pool.fetchval("SELECT count(*) FROM messages") == 0
 
 
@@ -462,7 +522,7 @@ async def test_a_malformed_view_horizon_is_a_400(
     response = await client.post(
         f"/conversations/{conversation}/view_horizon",
         content=body,
-        headers={"User-Id": str(alice_and_bob[0])},
+        headers={"User-Id": str(alice_and_bob[0]), **JSON},
     )
     assert (response.status_code, response.json()) == (400, {"error": errors.INDEX_NOT_INTEGER})
 
