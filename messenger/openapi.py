@@ -259,12 +259,18 @@ _PATHS: dict[str, dict[str, Any]] = {
             "`index`, `user_id`, `username`, `conversation_id` (numbers), `inserted_at`. "
             "Publishes one `new_message` event.",
             "tags": ["messages"],
-            "parameters": [_ref("parameters", "UserId"), _ref("parameters", "X-Request-Id")],
+            "parameters": [
+                _ref("parameters", "UserId"),
+                _ref("parameters", "IdempotencyKey"),
+                _ref("parameters", "X-Request-Id"),
+            ],
             "requestBody": _json_body("NewMessage", {"content": "This is the first message"}),
             "responses": {
                 "201": {
                     **_json(
-                        "Stored; `index` is the next in the conversation.",
+                        "Stored; `index` is the next in the conversation. A repeat with the "
+                        "same Idempotency-Key and content gets the first answer again, byte "
+                        "for byte, and stores and publishes nothing.",
                         _object(
                             {
                                 "message": _object(
@@ -306,8 +312,14 @@ _PATHS: dict[str, dict[str, Any]] = {
                     errors.BODY_NOT_OBJECT,
                     errors.BODY_MISSING,
                     *_BAD_BODY,
+                    errors.IDEMPOTENCY_KEY_INVALID,
+                    errors.IDEMPOTENCY_KEY_REPEATED,
                 ),
                 **_IN_CONVERSATION,
+                "422": _error(
+                    "The Idempotency-Key was used for a message with other content.",
+                    errors.IDEMPOTENCY_KEY_REUSED,
+                ),
                 **_WITH_BODY,
             },
         },
@@ -492,6 +504,18 @@ _COMPONENTS: dict[str, Any] = {
             "schema": {"type": "string", "pattern": ID_TEXT},
             "example": "1",
         },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Optional, one per message, chosen by the client (a UUID is "
+            "typical): 1-255 visible ASCII characters. Scoped to the sender and the "
+            "conversation and kept for IDEMPOTENCY_KEY_TTL (24 h): a repeat with the same "
+            "content gets the first answer again; requests with one key at the same time wait "
+            "for the first and get its answer (no 409).",
+            "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+            "example": "5f0c6e1e-7d4b-4d0e-9a51-2f8d9c1b7a10",
+        },
         "X-Request-Id": {
             "name": "X-Request-Id",
             "in": "header",
@@ -521,8 +545,10 @@ _COMPONENTS: dict[str, Any] = {
             errors.BODY_TOO_LARGE,
         ),
         "DatabaseUnavailable": _error(
-            "PostgreSQL cannot be reached right now.",
+            "PostgreSQL cannot be reached right now, or a bounded wait for it (a pool "
+            "connection, a lock, a statement) ran out.",
             errors.DATABASE_UNAVAILABLE,
+            errors.DATABASE_BUSY,
             headers={"Retry-After": _ref("headers", "Retry-After")},
         ),
         "InternalError": _error(
