@@ -15,8 +15,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
 [ $# -eq 1 ] && [[ "$1" =~ ^[0-9]+$ ]] || usage 5 "${1:-}"
 wanted="$1"
 
-# Newest first, as `docker ps` lists them.
-mapfile -t running < <(docker ps --filter "label=${ROLE_LABEL}" --format '{{.Names}}')
+# Newest first, as `docker ps` lists them. Listed before anything is changed: a daemon that
+# does not answer must not read as "no instance running".
+listing="$(docker ps --filter "label=${ROLE_LABEL}" --format '{{.Names}}')" ||
+  die "could not list the running instances (docker ps failed: is the Docker daemon reachable? DOCKER_HOST=${DOCKER_HOST:-unset}); nothing was changed"
+running=()
+[ -z "$listing" ] || mapfile -t running <<<"$listing"
 count="${#running[@]}"
 log "${count} instance(s) running, ${wanted} wanted"
 

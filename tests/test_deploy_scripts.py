@@ -335,3 +335,38 @@ def test_scale_up_starts_the_missing_instances(run_script, tmp_path):
         )
     assert result.returncode == 0, result.stderr
     assert len(result.runs()) == 2
+
+
+@pytest.mark.parametrize("wanted", ["0", "2"])
+def test_scale_fails_and_changes_nothing_when_docker_cannot_list_the_instances(
+    run_script, tmp_path, wanted
+):
+    """An unreachable daemon is not "0 instances running": scaling to 0 would report success
+    having stopped nothing, and scaling up would start a second set."""
+    with ConsulDouble(kv=KV) as consul:
+        result = run_script(
+            "messenger-scale.sh",
+            wanted,
+            consul_url=consul.url,
+            env={**AGENT, "DOCKER_FAIL": "ps"},
+        )
+    assert result.returncode == 1
+    assert "could not list the running instances" in result.stderr
+    assert "Docker daemon" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert [call["args"][0] for call in result.calls] == ["ps"]
+
+
+def test_scale_with_no_instance_running_and_none_wanted_does_nothing(run_script, tmp_path):
+    running = tmp_path / "ps.txt"
+    running.write_text("")
+    with ConsulDouble(kv=KV) as consul:
+        result = run_script(
+            "messenger-scale.sh",
+            "0",
+            consul_url=consul.url,
+            env={**AGENT, "DOCKER_PS_OUTPUT": str(running)},
+        )
+    assert result.returncode == 0, result.stderr
+    assert "0 instance(s) running, 0 wanted" in result.stderr
+    assert [call["args"][0] for call in result.calls] == ["ps"]
