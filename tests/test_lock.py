@@ -36,7 +36,7 @@ def locked() -> dict[str, tuple[Requirement, list[str], list[str]]]:
             continue
         requirement = Requirement(block.split("\n", 1)[0].rstrip(" \\"))
         hashes = re.findall(r"--hash=(\S+)", block)
-        needed_by = re.findall(r"^\s+#\s+(?:via\s+)?(\S.*)$", block, re.M)
+        needed_by = re.findall(r"^[ ]+#[ ]+(?:via[ ]+)?(\S.*)$", block, re.M)
         entries[canonicalize_name(requirement.name)] = (
             requirement,
             hashes,
