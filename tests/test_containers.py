@@ -242,6 +242,12 @@ def test_compose_serving_instances_scale_and_use_the_least_privilege_user():
     assert "CONSUL_SERVICE_NAME" not in migrator["environment"]
 
 
+def test_compose_sets_the_open_file_limit_of_the_long_running_network_services():
+    services = compose_config()["services"]
+    for name in ("messenger", "load-balancer"):
+        assert services[name]["ulimits"]["nofile"] == {"soft": 65536, "hard": 65536}, name
+
+
 def test_compose_file_holds_no_secret_and_refuses_to_start_without_them(tmp_path):
     text = (ROOT / "docker-compose.yml").read_text()
     for name, value in env_example().items():
