@@ -82,7 +82,12 @@ def test_service_image_is_slim_multi_stage_non_root_under_an_init():
 
 def test_docker_build_context_holds_only_what_the_image_needs():
     lines = (ROOT / ".dockerignore").read_text().split()
-    assert lines[lines.index("*") :][:4] == ["*", "!requirements.lock", "!messenger/", "!migrations/"]
+    assert lines[lines.index("*") :][:4] == [
+        "*",
+        "!requirements.lock",
+        "!messenger/",
+        "!migrations/",
+    ]
 
 
 def test_load_balancer_image_pins_and_verifies_consul_template():

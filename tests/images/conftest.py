@@ -31,7 +31,9 @@ AMQPHOST = os.environ.get("AMQPHOST", "127.0.0.1")
 AMQPPORT = os.environ.get("AMQPPORT", "5672")
 
 
-def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+def podman(
+    *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         ["podman", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -71,7 +73,9 @@ class Database:
 
     async def connect(self, as_app: bool = False) -> asyncpg.Connection:
         user, password = (
-            (self.app_user, self.app_password) if as_app else (self.migrator, self.migrator_password)
+            (self.app_user, self.app_password)
+            if as_app
+            else (self.migrator, self.migrator_password)
         )
         return await asyncpg.connect(
             host=PGHOST, port=int(PGPORT), user=user, password=password, database=self.name
@@ -94,7 +98,10 @@ def env_options(**values: str) -> list[str]:
 
 async def _admin(statement: str, *args: Any) -> None:
     conn = await asyncpg.connect(
-        host=PGHOST, port=int(PGPORT), user=os.environ.get("PGUSER", "postgres"), database="postgres"
+        host=PGHOST,
+        port=int(PGPORT),
+        user=os.environ.get("PGUSER", "postgres"),
+        database="postgres",
     )
     try:
         await conn.execute(await conn.fetchval(statement, *args))
@@ -131,7 +138,9 @@ def fresh_database() -> Iterator[Database]:
     try:
         yield db
     finally:
-        asyncio.run(_admin("SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)", db.name))
+        asyncio.run(
+            _admin("SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', $1::text)", db.name)
+        )
         for role in (db.app_user, db.migrator):
             asyncio.run(_admin("SELECT format('DROP ROLE IF EXISTS %I', $1::text)", role))
         with contextlib.suppress(Exception):
