@@ -146,13 +146,16 @@ def platform(docker_host: str) -> Iterator[Platform]:
                 yield platform
             finally:
                 for name in platform.started:
+                    # SIGKILL and remove; the one messenger-scale.sh removed is gone already.
                     subprocess.run(
-                        ["docker", "rm", "--force", "--time", "0", name],
+                        ["docker", "rm", "--force", name],
                         env=env,
                         capture_output=True,
                         timeout=60,
                         check=False,
                     )
+                left = platform.docker("ps", "-aq", "--filter", f"label={ROLE_LABEL}")
+                assert left == "", f"instances left behind: {left}"
 
 
 def test_migrator_deploy_migrates_and_seeds_a_real_database(platform: Platform):
