@@ -5,22 +5,18 @@
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
-# --- build: wheels of every dependency (compilers live only here) ---------------------------
+# --- build: the locked wheels, downloaded and checked against their hashes -------------------
 FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
-# A compiler for any dependency without a binary wheel for this platform.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential=12.9 \
-    && rm -rf /var/lib/apt/lists/*
-
 WORKDIR /build
-# Only the dependency list: code changes do not rebuild this layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && pip wheel --wheel-dir /wheels -r requirements.txt "dumb-init==1.2.5.post1"
+# Only the lock (scripts/lock): code changes do not rebuild this layer. Every pin is a
+# published wheel whose SHA-256 is in the lock; a wheel compiled here would not match it, so
+# this stage needs no compiler and --only-binary makes a missing wheel fail here, by name.
+COPY requirements.lock ./
+RUN pip download --dest /wheels --only-binary=:all: --require-hashes -r requirements.lock
 
 # --- runtime: the interpreter, the wheels installed, the code; no compilers ----------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -37,12 +33,13 @@ ENV PYTHONUNBUFFERED=1 \
 RUN groupadd --system --gid 10001 messenger \
     && useradd --system --uid 10001 --gid messenger --no-create-home --shell /usr/sbin/nologin messenger
 
-# Dependencies in their own layer, installed from the build stage's wheels without copying them.
-COPY --from=build /build/requirements.txt /tmp/requirements.txt
+# Dependencies in their own layer, installed from the build stage's wheels without copying
+# them, each checked against the lock's hashes again.
+COPY requirements.lock /tmp/requirements.lock
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
-    && pip install --no-index --find-links=/wheels -r /tmp/requirements.txt "dumb-init==1.2.5.post1" \
-    && rm /tmp/requirements.txt
+    && pip install --no-index --find-links=/wheels --require-hashes -r /tmp/requirements.lock \
+    && rm /tmp/requirements.lock
 
 # The code: `python -m messenger` runs from /app, where messenger/ and migrations/ sit side by side.
 WORKDIR /app

@@ -5,6 +5,11 @@
 # KV is read from CONSUL_HTTP_ADDR (Consul's own variable; default http://localhost:8500;
 # CONSUL_HTTP_TOKEN is sent when set). CONSUL_HOST/CONSUL_PORT are the agent the started
 # containers register with, which is a different address: the one they see on their network.
+#
+# MESSENGER_NETWORK (default messenger) is the Docker network the containers join; `host` runs
+# them on the host's own network instead (a host without a container network to the database,
+# or scripts/test-images): each serving instance then takes its own port, from 4000 up.
+# MESSENGER_DB_NAME (default messenger) is the database the jobs and instances use.
 
 CONSUL_HTTP_ADDR="${CONSUL_HTTP_ADDR:-http://localhost:8500}"
 # Consul's CLI accepts host:port without a scheme; so do these scripts.

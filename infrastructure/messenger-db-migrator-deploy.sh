@@ -7,9 +7,9 @@ set -euo pipefail
 
 # Plain configuration.
 IMAGE="${MESSENGER_IMAGE:-messenger:latest}"
-NETWORK="messenger"
+NETWORK="${MESSENGER_NETWORK:-messenger}" # or `host` (see deploy-lib.sh)
 MESSENGER_ENV="production"
-PGDATABASE="messenger"
+PGDATABASE="${MESSENGER_DB_NAME:-messenger}"
 SEED=true # insert the tutorial's three users (safe to rerun)
 
 # shellcheck source=infrastructure/deploy-lib.sh

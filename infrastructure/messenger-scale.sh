@@ -15,8 +15,25 @@ source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
 [ $# -eq 1 ] && [[ "$1" =~ ^[0-9]+$ ]] || usage 5 "${1:-}"
 wanted="$1"
 
-# Newest first, as `docker ps` lists them.
-mapfile -t running < <(docker ps --filter "label=${ROLE_LABEL}" --format '{{.Names}}')
+# Listed before anything is changed: a daemon that does not answer must not read as "no
+# instance running".
+listing="$(docker ps --filter "label=${ROLE_LABEL}" --format '{{.Names}}')" ||
+  die "could not list the running instances (docker ps failed: is the Docker daemon reachable? DOCKER_HOST=${DOCKER_HOST:-unset}); nothing was changed"
+running=()
+if [ -n "$listing" ]; then
+  mapfile -t names <<<"$listing"
+  # Newest first, by creation time: the order `docker ps` lists in is not the same on every
+  # engine (podman's Docker API lists the oldest first).
+  created="$(docker inspect --format '{{.Created}} {{.Name}}' "${names[@]}")" ||
+    die "could not inspect the running instances (docker inspect failed); nothing was changed"
+  mapfile -t running < <(
+    while read -r at name; do
+      printf '%s %s\n' "$(date -d "$at" +%s.%N)" "${name#/}"
+    done <<<"$created" | sort -rn | cut -d' ' -f2
+  )
+  [ "${#running[@]}" -eq "${#names[@]}" ] ||
+    die "docker inspect described ${#running[@]} of the ${#names[@]} running instances; nothing was changed"
+fi
 count="${#running[@]}"
 log "${count} instance(s) running, ${wanted} wanted"
 

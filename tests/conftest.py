@@ -18,6 +18,10 @@ from messenger.settings import Settings
 
 TABLES = "idempotency_keys, outbox, outbox_parked, messages, users_channels, channels, users"
 
+# tests/images builds and runs the container images (minutes, podman as root): only
+# scripts/test-images, which prepares podman and the images, collects it.
+collect_ignore = [] if os.environ.get("MESSENGER_IMAGE_TESTS") == "1" else ["images"]
+
 
 def base_settings(**overrides: object) -> Settings:
     """Settings of the test profile pointed at the services scripts/test provides."""

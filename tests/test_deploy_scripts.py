@@ -303,18 +303,31 @@ def test_load_balancer_follows_the_callers_consul_agent_on_8085(run_script):
     assert environment(run) == {"CONSUL_HTTP_ADDR": "consul-client:8500"}
 
 
+def listed(tmp_path: Path, *created: tuple[str, str]) -> dict[str, str]:
+    """`docker ps` and `docker inspect` outputs for these (name, creation time) instances,
+    listed in the order given (podman's Docker API lists the oldest first, Docker the newest)."""
+    names, inspected = tmp_path / "ps.txt", tmp_path / "inspect.txt"
+    names.write_text("".join(f"{name}\n" for name, _ in created))
+    inspected.write_text("".join(f"{at} /{name}\n" for name, at in created))
+    return {"DOCKER_PS_OUTPUT": str(names), "DOCKER_INSPECT_OUTPUT": str(inspected)}
+
+
 def test_scale_down_stops_the_newest_instances_with_sigterm_and_removes_them(run_script, tmp_path):
-    running = tmp_path / "ps.txt"
-    running.write_text("messenger-cccccccc\nmessenger-bbbbbbbb\nmessenger-aaaaaaaa\n")
+    outputs = listed(
+        tmp_path,
+        ("messenger-aaaaaaaa", "2026-11-25T14:24:09.5Z"),
+        ("messenger-cccccccc", "2026-11-25T14:24:11.123456789Z"),
+        ("messenger-bbbbbbbb", "2026-11-25T14:24:11.12Z"),
+    )
     with ConsulDouble(kv=KV) as consul:
         result = run_script(
             "messenger-scale.sh",
             "1",
             consul_url=consul.url,
-            env={**AGENT, "DOCKER_PS_OUTPUT": str(running)},
+            env={**AGENT, **outputs},
         )
     assert result.returncode == 0, result.stderr
-    commands = [call["args"] for call in result.calls if call["args"][0] != "ps"]
+    commands = [call["args"] for call in result.calls if call["args"][0] not in ("ps", "inspect")]
     assert commands == [
         ["stop", "--time", "30", "messenger-cccccccc"],
         ["rm", "messenger-cccccccc"],
@@ -324,14 +337,48 @@ def test_scale_down_stops_the_newest_instances_with_sigterm_and_removes_them(run
 
 
 def test_scale_up_starts_the_missing_instances(run_script, tmp_path):
-    running = tmp_path / "ps.txt"
-    running.write_text("messenger-aaaaaaaa\n")
+    outputs = listed(tmp_path, ("messenger-aaaaaaaa", "2026-11-25T14:24:09Z"))
     with ConsulDouble(kv=KV) as consul:
         result = run_script(
             "messenger-scale.sh",
             "3",
             consul_url=consul.url,
-            env={**AGENT, "DOCKER_PS_OUTPUT": str(running)},
+            env={**AGENT, **outputs},
         )
     assert result.returncode == 0, result.stderr
     assert len(result.runs()) == 2
+
+
+@pytest.mark.parametrize("wanted", ["0", "2"])
+def test_scale_fails_and_changes_nothing_when_docker_cannot_list_the_instances(
+    run_script, tmp_path, wanted
+):
+    """An unreachable daemon is not "0 instances running": scaling to 0 would report success
+    having stopped nothing, and scaling up would start a second set."""
+    with ConsulDouble(kv=KV) as consul:
+        result = run_script(
+            "messenger-scale.sh",
+            wanted,
+            consul_url=consul.url,
+            env={**AGENT, "DOCKER_FAIL": "ps"},
+        )
+    assert result.returncode == 1
+    assert "could not list the running instances" in result.stderr
+    assert "Docker daemon" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert [call["args"][0] for call in result.calls] == ["ps"]
+
+
+def test_scale_with_no_instance_running_and_none_wanted_does_nothing(run_script, tmp_path):
+    running = tmp_path / "ps.txt"
+    running.write_text("")
+    with ConsulDouble(kv=KV) as consul:
+        result = run_script(
+            "messenger-scale.sh",
+            "0",
+            consul_url=consul.url,
+            env={**AGENT, "DOCKER_PS_OUTPUT": str(running)},
+        )
+    assert result.returncode == 0, result.stderr
+    assert "0 instance(s) running, 0 wanted" in result.stderr
+    assert [call["args"][0] for call in result.calls] == ["ps"]
