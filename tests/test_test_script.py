@@ -14,6 +14,7 @@ def test_help_prints_the_usage_and_runs_nothing(flag: str) -> None:
         [str(TEST_SCRIPT), flag], capture_output=True, text=True, timeout=10, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Usage: scripts/test [PYTEST_ARGS...]")
+    assert done.stdout.startswith("Usage: scripts/test [--images] [PYTEST_ARGS...]")
+    assert "scripts/test-images" in done.stdout
     assert "apt-get" in done.stdout
     assert done.stderr == "", "nothing (ruff, mypy, installs) may run before the usage"
