@@ -26,6 +26,7 @@ JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 # Lines waiting for a stdout that does not keep up, at most (about 2 MB); later ones are
 # dropped and counted, and the count is written once stdout takes lines again.
 MAX_PENDING_LINES = 10_000
+GATHER_SECONDS = 0.05  # the writer thread gathers lines this long before each write
 
 
 class Access(NamedTuple):
@@ -150,7 +151,11 @@ class LogWriter(logging.Handler):
     def _write(self) -> None:
         while True:
             batch = [self._queue.get()]
-            while len(batch) < 1000:
+            if batch[0] is not None:
+                # Gather lines for a moment: a wake-up per line would take the GIL from the
+                # event loop for every request (a forced switch), costing far more than the line.
+                time.sleep(GATHER_SECONDS)
+            while True:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
