@@ -149,4 +149,4 @@ def test_any_bytes_posted_to_any_route_get_a_client_error_at_worst(
         )
     answered[response.status_code] += 1
     assert response.status_code in (201, 204, 400, 404, 413), response.text
-    assert response.headers["content-type"] == "application/json" or response.status_code == 204
+    assert response.status_code == 204 or response.headers.get("content-type") == "application/json"
