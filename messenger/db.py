@@ -114,9 +114,9 @@ class Pool(asyncpg.Pool):
     statements in flight leave gaps in the row's queue.)
     """
 
-    def __init__(self, *, gate: Gate | None, acquire_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *, acquire_timeout: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.gate = gate
+        self.gate = Gate(self.get_max_size())  # first come, first served
         self.acquire_timeout = acquire_timeout
         self.busy_count = 0  # acquires that ran out of time, for /metrics
         self.conversation_share = max(1, self.get_max_size() - self.get_max_size() // 4)
@@ -149,13 +149,12 @@ class _BoundedAcquire(_AcquireContext):
         try:
             async with asyncio.timeout(self.timeout):
                 self.timeout = None  # the whole wait is bounded here, the lines included
-                if self.conversation is not None and pool.gate is not None:
+                if self.conversation is not None:
                     line = pool.lines.get(self.conversation)
                     if line is None:
                         line = pool.lines[self.conversation] = Gate(pool.conversation_share)
                     await self._enter(line)
-                if pool.gate is not None:
-                    await self._enter(pool.gate)
+                await self._enter(pool.gate)
                 return await super().__aenter__()
         except BaseException as error:
             self._leave_lines()
@@ -213,16 +212,14 @@ def pool_server_settings(settings: Settings) -> dict[str, str]:
 async def create_pool(settings: Settings) -> Pool:
     """The request pool: it starts empty, so the service comes up even while PostgreSQL does
     not, and requests queue for its connections first come, first served."""
-    size = settings.pg_pool_max
     kwargs = connect_kwargs(settings)
     kwargs["server_settings"] = {**kwargs["server_settings"], **pool_server_settings(settings)}
     pool = Pool(
         **kwargs,
-        gate=Gate(size),
         acquire_timeout=settings.pg_acquire_timeout,
         reset=keep_session,
         min_size=0,
-        max_size=size,
+        max_size=settings.pg_pool_max,
         max_queries=50_000,
         command_timeout=settings.pg_command_timeout,
         max_inactive_connection_lifetime=300,

@@ -53,8 +53,7 @@ async def probe(services: "Services") -> Probe:
 
 def pool_state(pool: db.Pool) -> dict[str, int | bool]:
     """The request pool right now; `busy` while requests wait in line for a connection."""
-    gate = pool.gate
-    waiting = 0 if gate is None else gate.waiting
+    waiting = pool.gate.waiting
     return {
         "busy": waiting > 0,
         "in_use": pool.get_size() - pool.get_idle_size(),
