@@ -116,7 +116,7 @@ _CONVERSATION_400 = (
     errors.NOT_IN_CONVERSATION,
 )
 
-ID_STRING = {"type": "string", "pattern": r"^[1-9][0-9]*$", "description": "a bigint id as text"}
+ID_STRING = {"type": "string", "pattern": ID_TEXT, "description": "a bigint id as text"}
 ID_NUMBER = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 TIME = {"type": "string", "pattern": TIMESTAMP, "description": "UTC, to the second, `.000Z`"}
 
@@ -305,6 +305,8 @@ _PATHS: dict[str, dict[str, Any]] = {
                 "400": _error(
                     "Malformed User-Id, path id or body, or a sender who is not a member.",
                     *_BAD_USER_ID,
+                    errors.IDEMPOTENCY_KEY_INVALID,
+                    errors.IDEMPOTENCY_KEY_REPEATED,
                     *_CONVERSATION_400,
                     errors.CONTENT_NOT_STRING,
                     errors.CONTENT_EMPTY,
@@ -312,8 +314,6 @@ _PATHS: dict[str, dict[str, Any]] = {
                     errors.BODY_NOT_OBJECT,
                     errors.BODY_MISSING,
                     *_BAD_BODY,
-                    errors.IDEMPOTENCY_KEY_INVALID,
-                    errors.IDEMPOTENCY_KEY_REPEATED,
                 ),
                 **_IN_CONVERSATION,
                 "422": _error(
@@ -471,6 +471,7 @@ _COMPONENTS: dict[str, Any] = {
             "properties": {
                 "status": {"enum": ["ready", "unavailable"]},
                 "database": {"type": "boolean"},
+                "pool": {"type": "object"},
                 "broker": {"type": ["boolean", "null"]},
                 "outbox": {"type": "object"},
                 "registered": {"type": ["boolean", "null"]},
