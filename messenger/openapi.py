@@ -1,29 +1,33 @@
-"""The OpenAPI 3.1 document of the HTTP API, built from the code's own constants.
+"""The OpenAPI 3.1 document of the HTTP API, generated from the routes and their declarations.
 
-One Python source rather than a hand-written YAML file: the error texts come from
-`messenger.errors` (fixed texts as enums, templates such as "... with id {id}" as patterns),
-the id limits from the parsers, so the document cannot drift from what the service answers.
-`GET /openapi.json` serves it, rendered once; `tests/test_openapi.py` checks that its paths
-are exactly the app's routes and that it is valid OpenAPI 3.1, and `tests/test_fuzz.py`
-fuzzes the app against it.
+Each handler declares its operation with `@operation(...)`: the body and answer shapes (from
+`messenger.schemas`) and the error texts it can answer (from `messenger.errors`: fixed texts as
+enums, templates such as "... with id {id}" as patterns); its docstring gives the summary (first
+line) and the description. `document()` walks the app's routes and turns those declarations into
+the document; JSON Schemas come from the shapes through `pydantic.TypeAdapter`. `GET
+/openapi.json` serves it, rendered once; `tests/test_openapi.py` checks that it is valid and
+names exactly the app's routes, and `tests/test_fuzz.py` fuzzes the app against it.
 """
 
 import functools
+import inspect
 import string
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from typing_extensions import is_typeddict
 
-from messenger import __version__, errors
-from messenger.handlers import MAX_ID
+from messenger import __version__, errors, schemas
+from messenger.errors import SHARED_ERRORS, Errors
+from messenger.schemas import HEADERS, ErrorBody, Parameter, json_schema
 
 Schema = dict[str, Any]
-
-# A positive id as canonical decimal text: what `User-Id`, path ids and digit-string ids accept.
-ID_TEXT = r"^[1-9][0-9]{0,18}$"
-TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.000Z$"
+F = TypeVar("F", bound=Callable[..., Any])
 
 # What a `{field}` of an error template stands for, as a regular expression.
 _FIELDS = {"id": "[0-9]+", "request_id": "[A-Za-z0-9._:-]+", "position": "[0-9]+"}
@@ -31,533 +35,165 @@ _EXAMPLE_VALUES = {"id": 7, "request_id": "4f1c", "position": 3, "reason": "..."
 _REGEX_SPECIALS = frozenset(r".^$*+?()[]{}|\/")
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A success answer: status, what it means, and its shape per media type (none: no body)."""
+
+    status: int
+    description: str
+    shape: object = None
+    media: Sequence[str] = ("application/json",)
+    headers: Sequence[str] = ()  # names in HEADERS, beside X-Request-Id
+    links: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    id: str
+    tag: str
+    answers: Sequence[Answer]
+    errors: Sequence[Errors] = ()
+    parameters: Sequence[Parameter] = ()
+    body: object = None  # the request body's shape, named in components by its class name
+    example: object = None  # of the body
+    database: bool = True  # may answer 500 and 503 (its data is in PostgreSQL)
+
+
+_DECLARED: dict[Callable[..., Any], Operation] = {}
+
+
+def operation(op_id: str, tag: str, *answers: Answer, **declared: Any) -> Callable[[F], F]:
+    """Declare what a handler reads and answers; `declared` are Operation's other fields."""
+
+    def register(handler: F) -> F:
+        _DECLARED[handler] = Operation(op_id, tag, answers, **declared)
+        return handler
+
+    return register
+
+
 def _pattern(template: str) -> str:
     """A regular expression matching every text `template.format(...)` can produce."""
     parts = []
-    for literal, field, _, _ in string.Formatter().parse(template):
+    for literal, name, _, _ in string.Formatter().parse(template):
         parts.append("".join(f"\\{c}" if c in _REGEX_SPECIALS else c for c in literal))
-        if field is not None:
-            parts.append(_FIELDS.get(field, ".*"))
+        if name is not None:
+            parts.append(_FIELDS.get(name, ".*"))
     return "^" + "".join(parts) + "$"
 
 
-def _texts(*texts: str) -> Schema:
+def _texts(texts: Sequence[str]) -> Schema:
     """The schema of an `error` member that is one of `texts` (fixed texts or templates)."""
     fixed = [text for text in texts if "{" not in text]
-    templates = [text for text in texts if "{" in text]
-    choices: list[Schema] = [{"pattern": _pattern(text)} for text in templates]
+    choices: list[Schema] = [{"pattern": _pattern(text)} for text in texts if "{" in text]
     if fixed:
         choices.insert(0, {"enum": fixed})
     return {"type": "string", **(choices[0] if len(choices) == 1 else {"anyOf": choices})}
 
 
-def _headers(extra: dict[str, Any] | None = None) -> Schema:
-    """Response headers: X-Request-Id on every response, and `extra`."""
-    return {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, **(extra or {})}
+def _shape(shape: Any, components: Schema) -> Schema:
+    """The schema of a body: a named shape by reference to components, any other inline."""
+    if not is_typeddict(shape):
+        return json_schema(shape, components["schemas"])
+    components["schemas"][shape.__name__] = json_schema(shape, components["schemas"])
+    return _ref("schemas", shape.__name__)
 
 
-def _error(description: str, *texts: str, headers: dict[str, Any] | None = None) -> Schema:
-    return {
-        "description": description,
-        "headers": _headers(headers),
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": _texts(*texts)},
-                    "additionalProperties": False,
-                },
-                "example": {"error": texts[0].format(**_EXAMPLE_VALUES)},
-            }
-        },
-    }
-
-
-def _json(description: str, schema: Schema, headers: dict[str, Any] | None = None) -> Schema:
-    return {
-        "description": description,
-        "headers": _headers(headers),
-        "content": {"application/json": {"schema": schema}},
-    }
-
-
-def _json_body(schema: str, example: object) -> Schema:
-    """A required JSON request body of a schema in components, with an example."""
-    content = {"schema": _ref("schemas", schema), "example": example}
-    return {"required": True, "content": {"application/json": content}}
-
-
-def _object(properties: dict[str, Schema]) -> Schema:
-    """A JSON object with exactly these members (the service always sends all of them)."""
-    return {
-        "type": "object",
-        "required": list(properties),
-        "properties": properties,
-        "additionalProperties": False,
-    }
+def _headers(names: Sequence[str] = ()) -> Schema:
+    """Response headers: X-Request-Id on every response, and `names`."""
+    return {name: _ref("headers", name) for name in ("X-Request-Id", *names)}
 
 
 def _ref(kind: str, name: str) -> Schema:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-# Every error an operation can answer beside its own 400 texts.
-_BAD_USER_ID = (errors.USER_ID_REQUIRED,)
-_BAD_BODY = (errors.BODY_NOT_UTF8, errors.BODY_NOT_JSON)
-_COMMON = {
-    "500": _ref("responses", "InternalError"),
-    "503": _ref("responses", "DatabaseUnavailable"),
-}
-_WITH_BODY = {"413": _ref("responses", "BodyTooLarge"), **_COMMON}
-_IN_CONVERSATION = {"404": _ref("responses", "ConversationNotFound")}
-_CONVERSATION_400 = (
-    errors.INVALID_PATH_ID.replace("{name}", "conversation id"),
-    errors.NOT_IN_CONVERSATION,
-)
+def _error(declared: Errors, components: Schema, headers: Sequence[str] = ()) -> Schema:
+    schema = json_schema(ErrorBody, components["schemas"])
+    schema["properties"]["error"] = _texts(declared.texts)
+    example = {"error": declared.texts[0].format(**_EXAMPLE_VALUES)}
+    content = {"application/json": {"schema": schema, "example": example}}
+    return {"description": declared.description, "headers": _headers(headers), "content": content}
 
-ID_STRING = {"type": "string", "pattern": ID_TEXT, "description": "a bigint id as text"}
-ID_NUMBER = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
-TIME = {"type": "string", "pattern": TIMESTAMP, "description": "UTC, to the second, `.000Z`"}
 
-_PATHS: dict[str, dict[str, Any]] = {
-    "/health": {
-        "get": {
-            "operationId": "health",
-            "summary": "Liveness: answers OK, checks no dependency",
-            "description": "As the Node service answered it; the Consul check calls it, so a "
-            "database blip does not make every instance deregister at once.",
-            "tags": ["operations"],
-            "responses": {
-                "200": {
-                    "description": "The process serves HTTP.",
-                    "headers": _headers(),
-                    "content": {"text/plain": {"schema": {"const": "OK"}}},
-                }
-            },
-        }
-    },
-    "/health/ready": {
-        "get": {
-            "operationId": "ready",
-            "summary": "Readiness: whether this instance should get traffic",
-            "description": "503 while PostgreSQL does not answer within 2 s or the instance "
-            "is shutting down. A broker outage does not make it unready: events wait in the "
-            "outbox. `broker` is null when the relay is disabled, `registered` is null when "
-            "CONSUL_SERVICE_NAME is unset.",
-            "tags": ["operations"],
-            "responses": {
-                "200": _json("Ready.", _ref("schemas", "Readiness")),
-                "503": _json("Not ready; the body says why.", _ref("schemas", "Readiness")),
-            },
-        }
-    },
-    "/metrics": {
-        "get": {
-            "operationId": "metrics",
-            "summary": "Prometheus metrics of this instance",
-            "description": "The text exposition format, or OpenMetrics when the Accept header "
-            "asks for application/openmetrics-text.",
-            "tags": ["operations"],
-            "responses": {
-                "200": {
-                    "description": "The exposition.",
-                    "headers": _headers(),
-                    "content": {
-                        "text/plain": {"schema": {"type": "string"}},
-                        "application/openmetrics-text": {"schema": {"type": "string"}},
-                    },
-                }
-            },
-        }
-    },
-    "/openapi.json": {
-        "get": {
-            "operationId": "openapi",
-            "summary": "This document",
-            "tags": ["operations"],
-            "responses": {"200": _json("The OpenAPI 3.1 document.", {"type": "object"})},
-        }
-    },
-    "/conversations": {
-        "post": {
-            "operationId": "createConversation",
-            "summary": "Start a conversation between two users",
-            "description": "Key order of the answer: `conversation`: `id`, `inserted_at`. "
-            "The body is read as JSON only with `Content-Type: application/json`, as the "
-            "Node service's express.json did: any other body counts as `{}`.",
-            "tags": ["conversations"],
-            "requestBody": _json_body("NewConversation", {"participant_ids": [1, 2]}),
-            "responses": {
-                "201": {
-                    **_json(
-                        "Created. `id` is a string.",
-                        _object({"conversation": _object({"id": ID_STRING, "inserted_at": TIME})}),
-                    ),
-                    "links": {
-                        "SendMessage": {
-                            "operationId": "sendMessage",
-                            "parameters": {
-                                "conversation_id": "$response.body#/conversation/id",
-                                "header.User-Id": "$request.body#/participant_ids/0",
-                            },
-                        },
-                        "ListMessages": {
-                            "operationId": "listMessages",
-                            "parameters": {"conversation_id": "$response.body#/conversation/id"},
-                        },
-                    },
-                },
-                "400": _error(
-                    "Not two distinct known users, the pair already has a conversation, "
-                    "or a malformed body.",
-                    errors.NEED_TWO_USERS,
-                    errors.UNKNOWN_PARTICIPANTS,
-                    errors.PARTICIPANTS_NOT_LIST,
-                    errors.PARTICIPANT_NOT_ID,
-                    errors.CONVERSATION_EXISTS,
-                    *_BAD_BODY,
-                ),
-                **_WITH_BODY,
-            },
-        },
-        "get": {
-            "operationId": "listConversations",
-            "summary": "The conversations of a user, each named after the other participant",
-            "description": "Key order of each item: `id`, `inserted_at`, `name`; `id` is a string.",
-            "tags": ["conversations"],
-            "parameters": [_ref("parameters", "UserId"), _ref("parameters", "X-Request-Id")],
-            "responses": {
-                "200": _json(
-                    "The user's conversations, oldest first.",
-                    _object(
-                        {
-                            "conversations": {
-                                "type": "array",
-                                "items": _object(
-                                    {
-                                        "id": ID_STRING,
-                                        "inserted_at": TIME,
-                                        "name": {"type": "string"},
-                                    }
-                                ),
-                            }
-                        }
-                    ),
-                ),
-                "400": _error("User-Id missing or not a positive integer.", *_BAD_USER_ID),
-                **_COMMON,
-            },
-        },
-    },
-    "/conversations/{conversation_id}/messages": {
-        "parameters": [_ref("parameters", "ConversationId")],
-        "post": {
-            "operationId": "sendMessage",
-            "summary": "Send a message into a conversation the user belongs to",
-            "description": "Key order of the answer's `message`: `id` (string), `content`, "
-            "`index`, `user_id`, `username`, `conversation_id` (numbers), `inserted_at`. "
-            "Publishes one `new_message` event.",
-            "tags": ["messages"],
-            "parameters": [
-                _ref("parameters", "UserId"),
-                _ref("parameters", "IdempotencyKey"),
-                _ref("parameters", "X-Request-Id"),
-            ],
-            "requestBody": _json_body("NewMessage", {"content": "This is the first message"}),
-            "responses": {
-                "201": {
-                    **_json(
-                        "Stored; `index` is the next in the conversation. A repeat with the "
-                        "same Idempotency-Key and content gets the first answer again, byte "
-                        "for byte, and stores and publishes nothing.",
-                        _object(
-                            {
-                                "message": _object(
-                                    {
-                                        "id": ID_STRING,
-                                        "content": {"type": "string"},
-                                        "index": ID_NUMBER,
-                                        "user_id": ID_NUMBER,
-                                        "username": {"type": "string"},
-                                        "conversation_id": ID_NUMBER,
-                                        "inserted_at": TIME,
-                                    }
-                                )
-                            }
-                        ),
-                    ),
-                    "links": {
-                        "ListMessages": {
-                            "operationId": "listMessages",
-                            "parameters": {"conversation_id": "$request.path.conversation_id"},
-                        },
-                        "SetViewHorizon": {
-                            "operationId": "setViewHorizon",
-                            "parameters": {
-                                "conversation_id": "$request.path.conversation_id",
-                                "header.User-Id": "$request.header.User-Id",
-                            },
-                            "requestBody": {"index": "$response.body#/message/index"},
-                        },
-                    },
-                },
-                "400": _error(
-                    "Malformed User-Id, path id or body, or a sender who is not a member.",
-                    *_BAD_USER_ID,
-                    errors.IDEMPOTENCY_KEY_INVALID,
-                    errors.IDEMPOTENCY_KEY_REPEATED,
-                    *_CONVERSATION_400,
-                    errors.CONTENT_NOT_STRING,
-                    errors.CONTENT_EMPTY,
-                    errors.CONTENT_HAS_NUL,
-                    errors.BODY_NOT_OBJECT,
-                    errors.BODY_MISSING,
-                    *_BAD_BODY,
-                ),
-                **_IN_CONVERSATION,
-                "422": _error(
-                    "The Idempotency-Key was used for a message with other content.",
-                    errors.IDEMPOTENCY_KEY_REUSED,
-                ),
-                **_WITH_BODY,
-            },
-        },
-        "get": {
-            "operationId": "listMessages",
-            "summary": "Messages of a conversation, oldest first, a page at a time",
-            "description": "Key order of each message: `id`, `content`, `user_id`, "
-            "`channel_id`, `index`, `inserted_at`, `username`; every id and `index` is a "
-            "string. At most MESSAGES_PAGE_MAX (default 1000) messages; without parameters "
-            "the first page. A full page carries a `Link` to the next one. Without User-Id "
-            "anyone may read (the tutorial does); with one, only a member.",
-            "tags": ["messages"],
-            "parameters": [
-                _ref("parameters", "ReaderId"),
-                _ref("parameters", "X-Request-Id"),
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "description": "Messages per page; above MESSAGES_PAGE_MAX counts as it.",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-                },
-                {
-                    "name": "after_index",
-                    "in": "query",
-                    "description": "Page forward: messages with a larger index.",
-                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
-                },
-                {
-                    "name": "before_index",
-                    "in": "query",
-                    "description": "Page backward: the messages just below this index, "
-                    "oldest first. Not together with after_index.",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-                },
-            ],
-            "responses": {
-                "200": _json(
-                    "A page of messages.",
-                    _object(
-                        {
-                            "messages": {
-                                "type": "array",
-                                "items": _object(
-                                    {
-                                        "id": ID_STRING,
-                                        "content": {"type": "string"},
-                                        "user_id": ID_STRING,
-                                        "channel_id": ID_STRING,
-                                        "index": ID_STRING,
-                                        "inserted_at": TIME,
-                                        "username": {"type": "string"},
-                                    }
-                                ),
-                            }
-                        }
-                    ),
-                    headers={"Link": _ref("headers", "Link")},
-                ),
-                "400": _error(
-                    "Malformed User-Id, path id or paging parameter, or a reader who is not "
-                    "a member.",
-                    *_BAD_USER_ID,
-                    *_CONVERSATION_400,
-                    errors.QUERY_NOT_INTEGER,
-                    errors.CURSORS_EXCLUSIVE,
-                ),
-                **_IN_CONVERSATION,
-                **_COMMON,
-            },
-        },
-    },
-    "/conversations/{conversation_id}/view_horizon": {
-        "parameters": [_ref("parameters", "ConversationId")],
-        "post": {
-            "operationId": "setViewHorizon",
-            "summary": "Record the index of the last message the user has seen",
-            "tags": ["messages"],
-            "parameters": [_ref("parameters", "UserId"), _ref("parameters", "X-Request-Id")],
-            "requestBody": _json_body("ViewHorizon", {"index": 2}),
-            "responses": {
-                "204": {
-                    "description": "Stored; no body.",
-                    "headers": _headers(),
-                },
-                "400": _error(
-                    "Malformed User-Id, path id or body, or a user who is not a member.",
-                    *_BAD_USER_ID,
-                    *_CONVERSATION_400,
-                    errors.INDEX_NOT_INTEGER,
-                    errors.BODY_NOT_OBJECT,
-                    errors.BODY_MISSING,
-                    *_BAD_BODY,
-                ),
-                **_IN_CONVERSATION,
-                **_WITH_BODY,
-            },
-        },
-    },
-}
+def _answer(answer: Answer, components: Schema) -> Schema:
+    found: Schema = {"description": answer.description, "headers": _headers(answer.headers)}
+    if answer.shape is not None:
+        schema = _shape(answer.shape, components)
+        found["content"] = {media: {"schema": schema} for media in answer.media}
+    return found | ({"links": answer.links} if answer.links else {})
 
-_ID_VALUE = {
-    "description": "A user id: a JSON integer, or the same as canonical decimal text.",
-    "oneOf": [ID_NUMBER, {"type": "string", "pattern": ID_TEXT}],
-}
 
-_COMPONENTS: dict[str, Any] = {
-    "schemas": {
-        "NewConversation": {
-            "type": "object",
-            "required": ["participant_ids"],
-            "properties": {
-                "participant_ids": {
-                    "type": "array",
-                    "description": "Two distinct known users.",
-                    "minItems": 2,
-                    "maxItems": 2,
-                    "items": _ID_VALUE,
-                }
-            },
-        },
-        "NewMessage": {
-            "type": "object",
-            "required": ["content"],
-            "properties": {
-                "content": {
-                    "type": "string",
-                    "minLength": 1,
-                    "pattern": "^[^\\u0000]*$",
-                    "description": "Any non-empty text without NUL (PostgreSQL cannot store it).",
-                }
-            },
-        },
-        "ViewHorizon": {
-            "type": "object",
-            "required": ["index"],
-            "properties": {
-                "index": {
-                    "description": "A non-negative integer, or the same as decimal text.",
-                    "oneOf": [
-                        {"type": "integer", "minimum": 0, "maximum": MAX_ID},
-                        {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,18})$"},
-                    ],
-                }
-            },
-        },
-        "Readiness": {
-            "type": "object",
-            "required": ["status", "database", "version"],
-            "properties": {
-                "status": {"enum": ["ready", "unavailable"]},
-                "database": {"type": "boolean"},
-                "pool": {"type": "object"},
-                "broker": {"type": ["boolean", "null"]},
-                "outbox": {"type": "object"},
-                "registered": {"type": ["boolean", "null"]},
-                "version": {"type": "string"},
-            },
-        },
-    },
-    "parameters": {
-        "ConversationId": {
-            "name": "conversation_id",
-            "in": "path",
-            "required": True,
-            "description": "A conversation id: a positive integer up to 2^63-1.",
-            "schema": {"type": "string", "pattern": ID_TEXT},
-            "example": "1",
-        },
-        "UserId": {
-            "name": "User-Id",
-            "in": "header",
-            "required": True,
-            "description": "The calling user: a positive integer up to 2^63-1 in canonical "
-            "decimal (no sign, no leading zero, no spaces). Authentication is the gateway's job.",
-            "schema": {"type": "string", "pattern": ID_TEXT},
-            "example": "1",
-        },
-        "ReaderId": {
-            "name": "User-Id",
-            "in": "header",
-            "required": False,
-            "description": "Optional reader: when given, must be a member.",
-            "schema": {"type": "string", "pattern": ID_TEXT},
-            "example": "1",
-        },
-        "IdempotencyKey": {
-            "name": "Idempotency-Key",
-            "in": "header",
-            "required": False,
-            "description": "Optional, one per message, chosen by the client (a UUID is "
-            "typical): 1-255 visible ASCII characters. Scoped to the sender and the "
-            "conversation and kept for IDEMPOTENCY_KEY_TTL (24 h): a repeat with the same "
-            "content gets the first answer again; requests with one key at the same time wait "
-            "for the first and get its answer (no 409).",
-            "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
-            "example": "5f0c6e1e-7d4b-4d0e-9a51-2f8d9c1b7a10",
-        },
-        "X-Request-Id": {
-            "name": "X-Request-Id",
-            "in": "header",
-            "required": False,
-            "description": "Kept on the response when it is 1-128 of `A-Za-z0-9._:-`; "
-            "otherwise the service makes one up.",
-            "schema": {"type": "string"},
-        },
-    },
-    "headers": {
-        "X-Request-Id": {
-            "description": "The request's id, in the access log too.",
-            "required": True,
-            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
-        },
-        "Link": {
-            "description": 'On a full page: `<path?after_index=I&limit=N>; rel="next"` '
-            '(or `before_index`, `rel="prev"`).',
-            "schema": {"type": "string", "pattern": '^<[^>]+>; rel="(next|prev)"$'},
-        },
-        "Retry-After": {"description": "Seconds.", "schema": {"type": "string"}},
-    },
-    "responses": {
-        "ConversationNotFound": _error("No such conversation.", errors.CONVERSATION_NOT_FOUND),
-        "BodyTooLarge": _error(
-            "Body over JSON_BODY_LIMIT (default 100kb), refused before any handler runs.",
-            errors.BODY_TOO_LARGE,
-        ),
-        "DatabaseUnavailable": _error(
-            "PostgreSQL cannot be reached right now, or a bounded wait for it (a pool "
-            "connection, a lock, a statement) ran out.",
-            errors.DATABASE_UNAVAILABLE,
-            errors.DATABASE_BUSY,
-            headers={"Retry-After": _ref("headers", "Retry-After")},
-        ),
-        "InternalError": _error(
-            "A bug: logged with the request id, which is all the body names.",
-            errors.INTERNAL_ERROR,
-        ),
-    },
-}
+def _parameter(parameter: Parameter, components: Schema) -> Schema:
+    found: Schema = {"name": parameter.name, "in": parameter.location}
+    if parameter.location != "query":
+        found["required"] = parameter.required
+    found["description"] = parameter.description
+    found["schema"] = json_schema(parameter.shape, components["schemas"])
+    found |= {} if parameter.example is None else {"example": parameter.example}
+    if parameter.component is None:
+        return found
+    components["parameters"][parameter.component] = found
+    return _ref("parameters", parameter.component)
+
+
+def _bad_request(declared: Operation, path: Sequence[Parameter]) -> Sequence[Errors]:
+    """The operation's errors, its 400 texts led by those of its parameters (headers, path,
+    query, in the order the handler checks them) and ended by the body's decoding texts."""
+    order = {"header": 0, "path": 1, "query": 2}
+    given = sorted([*declared.parameters, *path], key=lambda p: order[p.location])
+    body = [errors.BODY_NOT_UTF8, errors.BODY_NOT_JSON] if declared.body is not None else []
+    found = []
+    for error in declared.errors:
+        if error.status == 400:
+            texts = [*(t for p in given for t in p.errors), *error.texts, *body]
+            error = Errors(400, error.description, list(dict.fromkeys(texts)))
+        found.append(error)
+    return found
+
+
+def _operation(
+    route: Route, declared: Operation, handler: Callable[..., Any], comp: Schema
+) -> Schema:
+    summary, _, description = inspect.cleandoc(handler.__doc__ or "").partition("\n")
+    found: Schema = {"operationId": declared.id, "summary": summary}
+    found |= {"description": " ".join(description.split())} if description.strip() else {}
+    found["tags"] = [declared.tag]
+    if declared.parameters:
+        found["parameters"] = [_parameter(p, comp) for p in declared.parameters]
+    if declared.body is not None:
+        content = {"schema": _shape(declared.body, comp), "example": declared.example}
+        found["requestBody"] = {"required": True, "content": {"application/json": content}}
+    responses = {str(a.status): _answer(a, comp) for a in declared.answers}
+    path = _path_parameters(route)
+    responses |= {str(e.status): _error(e, comp) for e in _bad_request(declared, path)}
+    shared = ["ConversationNotFound"] if path else []
+    shared += ["BodyTooLarge"] if declared.body is not None else []
+    shared += ["InternalError", "DatabaseUnavailable"] if declared.database else []
+    responses |= {str(SHARED_ERRORS[name].status): _ref("responses", name) for name in shared}
+    return found | {"responses": responses}
+
+
+def _path_parameters(route: Route) -> list[Parameter]:
+    return [schemas.CONVERSATION_ID] if "{conversation_id}" in route.path else []
+
+
+def _paths(routes: Sequence[BaseRoute], components: Schema) -> Schema:
+    paths: Schema = {}
+    for route in routes:
+        if not isinstance(route, Route):
+            continue
+        handlers = getattr(route.endpoint, "by_method", None) or {
+            method.lower(): route.endpoint for method in route.methods or () if method != "HEAD"
+        }
+        item: Schema = {}
+        if path := _path_parameters(route):
+            item["parameters"] = [_parameter(p, components) for p in path]
+        for method, handler in handlers.items():
+            item[method] = _operation(route, _DECLARED[handler], handler, components)
+        paths[route.path] = item
+    return paths
+
 
 DESCRIPTION = """\
 A chat service: conversations between two users and their messages. Wire-compatible with the \
@@ -581,7 +217,13 @@ def document() -> dict[str, Any]:
 
 @functools.cache
 def render() -> bytes:
-    """The document as JSON bytes, built once per process."""
+    """The document as JSON bytes, built once per process from the app's routes."""
+    from messenger.app import ROUTES  # the app serves this document: read its routes late
+
+    components: Schema = {"schemas": {}, "parameters": {}, "headers": HEADERS}
+    responses = {name: _error(e, components) for name, e in SHARED_ERRORS.items()}
+    responses["DatabaseUnavailable"]["headers"] = _headers(["Retry-After"])
+    components["responses"] = responses
     return orjson.dumps(
         {
             "openapi": "3.1.0",
@@ -591,12 +233,18 @@ def render() -> bytes:
                 {"name": "messages"},
                 {"name": "operations", "description": "Probes, metrics, this document."},
             ],
-            "paths": _PATHS,
-            "components": _COMPONENTS,
+            "paths": _paths(ROUTES, components),
+            "components": components,
         }
     )
 
 
+@operation(
+    "openapi",
+    "operations",
+    Answer(200, "The OpenAPI 3.1 document.", dict[str, Any]),
+    database=False,
+)
 async def serve(request: Request) -> Response:
-    """`GET /openapi.json`."""
+    """This document"""
     return Response(render(), media_type="application/json")
