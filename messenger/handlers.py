@@ -200,9 +200,8 @@ async def create_conversation(request: Request) -> Response:
                 raise BadRequest(UNKNOWN_PARTICIPANTS)
             existing = await db.find_conversation_between(services.pool, low_id, high_id)
             raise BadRequest(CONVERSATION_EXISTS.format(id=existing))
-    assert created.inserted_at is not None
-    conversation = schemas.CreatedConversation(id=created.id, inserted_at=created.inserted_at)
-    return JSONResponse(schemas.ConversationAnswer(conversation=conversation), status_code=201)
+    conversation = {key: getattr(created, key) for key in schemas.CREATED_CONVERSATION_KEYS}
+    return JSONResponse({"conversation": conversation}, status_code=201)
 
 
 @operation(

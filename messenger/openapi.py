@@ -1,12 +1,10 @@
 """The OpenAPI 3.1 document of the HTTP API, generated from the routes and their declarations.
 
-Each handler declares its operation with `@operation(...)`: the body and answer shapes (from
-`messenger.schemas`) and the error texts it can answer (from `messenger.errors`: fixed texts as
-enums, templates such as "... with id {id}" as patterns); its docstring gives the summary (first
-line) and the description. `document()` walks the app's routes and turns those declarations into
-the document; JSON Schemas come from the shapes through `pydantic.TypeAdapter`. `GET
-/openapi.json` serves it, rendered once; `tests/test_openapi.py` checks that it is valid and
-names exactly the app's routes, and `tests/test_fuzz.py` fuzzes the app against it.
+Each handler declares its operation with `@operation(...)`: answer and body shapes (from
+`schemas`), parameters, and the error texts (from `errors`: fixed texts as enums, templates such
+as "... with id {id}" as patterns); its docstring gives the summary (first line) and description.
+`render()` walks the app's routes; JSON Schemas come from the shapes through pydantic. `GET
+/openapi.json` serves it; tests/test_openapi.py and tests/test_fuzz.py check the app against it.
 """
 
 import functools
@@ -22,8 +20,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from typing_extensions import is_typeddict
 
-from messenger import __version__, errors, schemas
-from messenger.errors import SHARED_ERRORS, Errors
+from messenger import __version__, schemas
+from messenger.errors import BODY_NOT_JSON, BODY_NOT_UTF8, SHARED_ERRORS, Errors
 from messenger.schemas import HEADERS, ErrorBody, Parameter, json_schema
 
 Schema = dict[str, Any]
@@ -33,6 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _FIELDS = {"id": "[0-9]+", "request_id": "[A-Za-z0-9._:-]+", "position": "[0-9]+"}
 _EXAMPLE_VALUES = {"id": 7, "request_id": "4f1c", "position": 3, "reason": "...", "value": "x"}
 _REGEX_SPECIALS = frozenset(r".^$*+?()[]{}|\/")
+_OPERATIONS_TAG = {"name": "operations", "description": "Probes, metrics, this document."}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,27 +48,37 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Operation:
+    """What a handler reads and answers. Used as a decorator, it records that on the handler."""
+
     id: str
     tag: str
     answers: Sequence[Answer]
-    errors: Sequence[Errors] = ()
+    errors: Sequence[Errors] = ()  # beside those of its parameters and body (see _bad_request)
     parameters: Sequence[Parameter] = ()
-    body: object = None  # the request body's shape, named in components by its class name
+    body: object = None  # the request body's shape
     example: object = None  # of the body
     database: bool = True  # may answer 500 and 503 (its data is in PostgreSQL)
+
+    def __call__(self, handler: F) -> F:
+        _DECLARED[handler] = self
+        return handler
 
 
 _DECLARED: dict[Callable[..., Any], Operation] = {}
 
 
-def operation(op_id: str, tag: str, *answers: Answer, **declared: Any) -> Callable[[F], F]:
-    """Declare what a handler reads and answers; `declared` are Operation's other fields."""
-
-    def register(handler: F) -> F:
-        _DECLARED[handler] = Operation(op_id, tag, answers, **declared)
-        return handler
-
-    return register
+def operation(
+    op_id: str,
+    tag: str,
+    *answers: Answer,
+    errors: Sequence[Errors] = (),
+    parameters: Sequence[Parameter] = (),
+    body: object = None,
+    example: object = None,
+    database: bool = True,
+) -> Operation:
+    """Declare a handler's operation: `@operation("sendMessage", "messages", Answer(...), ...)`."""
+    return Operation(op_id, tag, answers, errors, parameters, body, example, database)
 
 
 def _pattern(template: str) -> str:
@@ -85,9 +94,8 @@ def _pattern(template: str) -> str:
 def _texts(texts: Sequence[str]) -> Schema:
     """The schema of an `error` member that is one of `texts` (fixed texts or templates)."""
     fixed = [text for text in texts if "{" not in text]
-    choices: list[Schema] = [{"pattern": _pattern(text)} for text in texts if "{" in text]
-    if fixed:
-        choices.insert(0, {"enum": fixed})
+    choices: list[Schema] = [{"enum": fixed}] if fixed else []
+    choices += [{"pattern": _pattern(text)} for text in texts if "{" in text]
     return {"type": "string", **(choices[0] if len(choices) == 1 else {"anyOf": choices})}
 
 
@@ -142,7 +150,7 @@ def _bad_request(declared: Operation, path: Sequence[Parameter]) -> Sequence[Err
     query, in the order the handler checks them) and ended by the body's decoding texts."""
     order = {"header": 0, "path": 1, "query": 2}
     given = sorted([*declared.parameters, *path], key=lambda p: order[p.location])
-    body = [errors.BODY_NOT_UTF8, errors.BODY_NOT_JSON] if declared.body is not None else []
+    body = [BODY_NOT_UTF8, BODY_NOT_JSON] if declared.body is not None else []
     found = []
     for error in declared.errors:
         if error.status == 400:
@@ -153,7 +161,7 @@ def _bad_request(declared: Operation, path: Sequence[Parameter]) -> Sequence[Err
 
 
 def _operation(
-    route: Route, declared: Operation, handler: Callable[..., Any], comp: Schema
+    path: list[Parameter], declared: Operation, handler: Callable[..., Any], comp: Schema
 ) -> Schema:
     summary, _, description = inspect.cleandoc(handler.__doc__ or "").partition("\n")
     found: Schema = {"operationId": declared.id, "summary": summary}
@@ -165,17 +173,12 @@ def _operation(
         content = {"schema": _shape(declared.body, comp), "example": declared.example}
         found["requestBody"] = {"required": True, "content": {"application/json": content}}
     responses = {str(a.status): _answer(a, comp) for a in declared.answers}
-    path = _path_parameters(route)
     responses |= {str(e.status): _error(e, comp) for e in _bad_request(declared, path)}
-    shared = ["ConversationNotFound"] if path else []
+    shared = ["ConversationNotFound"] if schemas.CONVERSATION_ID in path else []
     shared += ["BodyTooLarge"] if declared.body is not None else []
     shared += ["InternalError", "DatabaseUnavailable"] if declared.database else []
     responses |= {str(SHARED_ERRORS[name].status): _ref("responses", name) for name in shared}
     return found | {"responses": responses}
-
-
-def _path_parameters(route: Route) -> list[Parameter]:
-    return [schemas.CONVERSATION_ID] if "{conversation_id}" in route.path else []
 
 
 def _paths(routes: Sequence[BaseRoute], components: Schema) -> Schema:
@@ -186,11 +189,10 @@ def _paths(routes: Sequence[BaseRoute], components: Schema) -> Schema:
         handlers = getattr(route.endpoint, "by_method", None) or {
             method.lower(): route.endpoint for method in route.methods or () if method != "HEAD"
         }
-        item: Schema = {}
-        if path := _path_parameters(route):
-            item["parameters"] = [_parameter(p, components) for p in path]
+        path = [schemas.PATH_PARAMETERS[name] for name in route.param_convertors]
+        item: Schema = {"parameters": [_parameter(p, components) for p in path]} if path else {}
         for method, handler in handlers.items():
-            item[method] = _operation(route, _DECLARED[handler], handler, components)
+            item[method] = _operation(path, _DECLARED[handler], handler, components)
         paths[route.path] = item
     return paths
 
@@ -228,11 +230,7 @@ def render() -> bytes:
         {
             "openapi": "3.1.0",
             "info": {"title": "messenger", "version": __version__, "description": DESCRIPTION},
-            "tags": [
-                {"name": "conversations"},
-                {"name": "messages"},
-                {"name": "operations", "description": "Probes, metrics, this document."},
-            ],
+            "tags": [{"name": "conversations"}, {"name": "messages"}, _OPERATIONS_TAG],
             "paths": _paths(ROUTES, components),
             "components": components,
         }

@@ -126,6 +126,7 @@ class ListedMessage(TypedDict):
     username: str
 
 
+CREATED_CONVERSATION_KEYS = tuple(CreatedConversation.__annotations__)
 SENT_MESSAGE_KEYS = tuple(SentMessage.__annotations__)
 LISTED_MESSAGE_KEYS = tuple(ListedMessage.__annotations__)
 LISTED_CONVERSATION_KEYS = tuple(ListedConversation.__annotations__)
@@ -203,6 +204,7 @@ CONVERSATION_ID = Parameter(
         errors.NOT_IN_CONVERSATION,
     ),
 )
+PATH_PARAMETERS = {"conversation_id": CONVERSATION_ID}  # by the name routes give them
 _USER_ID_ERRORS = (errors.USER_ID_REQUIRED,)
 USER_ID = Parameter(
     "User-Id", "header", IdParameter, _HEADER_USER_ID, True, "1", _USER_ID_ERRORS, "UserId"
