@@ -33,7 +33,7 @@ from messenger.errors import (
     Unprocessable,
 )
 from messenger.idempotency import idempotency_key
-from messenger.openapi import Answer, operation
+from messenger.operations import Answer, operation
 from messenger.page_cache import render_page
 from messenger.responses import JSONResponse
 from messenger.schemas import ID_DIGITS, MAX_ID, SENT_MESSAGE_KEYS

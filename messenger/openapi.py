@@ -1,18 +1,18 @@
 """The OpenAPI 3.1 document of the HTTP API, generated from the routes and their declarations.
 
-Each handler declares its operation with `@operation(...)`: answer and body shapes (from
-`schemas`), parameters, and the error texts (from `errors`: fixed texts as enums, templates such
-as "... with id {id}" as patterns); its docstring gives the summary (first line) and description.
-`render()` walks the app's routes; JSON Schemas come from the shapes through pydantic. `GET
-/openapi.json` serves it; tests/test_openapi.py and tests/test_fuzz.py check the app against it.
+Each handler declares its operation with `@operation(...)` (operations.py): answer and body
+shapes, parameters, and error texts, which become enums (fixed texts) and patterns (templates
+such as "... with id {id}"); its docstring gives the summary (first line) and description.
+`render()` walks the app's routes (routes.ROUTES and its own); JSON Schemas come from the shapes
+through pydantic. `GET /openapi.json` serves it; tests/test_openapi.py and tests/test_fuzz.py
+check the app against it.
 """
 
 import functools
 import inspect
 import string
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -20,65 +20,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from typing_extensions import is_typeddict
 
-from messenger import __version__, schemas
+from messenger import __version__, routes, schemas
 from messenger.errors import BODY_NOT_JSON, BODY_NOT_UTF8, SHARED_ERRORS, Errors
+from messenger.operations import Answer, Operation, declared, operation
 from messenger.schemas import HEADERS, ErrorBody, Parameter, json_schema
 
 Schema = dict[str, Any]
-F = TypeVar("F", bound=Callable[..., Any])
 
 # What a `{field}` of an error template stands for, as a regular expression.
 _FIELDS = {"id": "[0-9]+", "request_id": "[A-Za-z0-9._:-]+", "position": "[0-9]+"}
 _EXAMPLE_VALUES = {"id": 7, "request_id": "4f1c", "position": 3, "reason": "...", "value": "x"}
 _REGEX_SPECIALS = frozenset(r".^$*+?()[]{}|\/")
 _OPERATIONS_TAG = {"name": "operations", "description": "Probes, metrics, this document."}
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A success answer: status, what it means, and its shape per media type (none: no body)."""
-
-    status: int
-    description: str
-    shape: object = None
-    media: Sequence[str] = ("application/json",)
-    headers: Sequence[str] = ()  # names in HEADERS, beside X-Request-Id
-    links: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """What a handler reads and answers. Used as a decorator, it records that on the handler."""
-
-    id: str
-    tag: str
-    answers: Sequence[Answer]
-    errors: Sequence[Errors] = ()  # beside those of its parameters and body (see _bad_request)
-    parameters: Sequence[Parameter] = ()
-    body: object = None  # the request body's shape
-    example: object = None  # of the body
-    database: bool = True  # may answer 500 and 503 (its data is in PostgreSQL)
-
-    def __call__(self, handler: F) -> F:
-        _DECLARED[handler] = self
-        return handler
-
-
-_DECLARED: dict[Callable[..., Any], Operation] = {}
-
-
-def operation(
-    op_id: str,
-    tag: str,
-    *answers: Answer,
-    errors: Sequence[Errors] = (),
-    parameters: Sequence[Parameter] = (),
-    body: object = None,
-    example: object = None,
-    database: bool = True,
-) -> Operation:
-    """Declare a handler's operation: `@operation("sendMessage", "messages", Answer(...), ...)`."""
-    return Operation(op_id, tag, answers, errors, parameters, body, example, database)
 
 
 def _pattern(template: str) -> str:
@@ -192,7 +145,7 @@ def _paths(routes: Sequence[BaseRoute], components: Schema) -> Schema:
         path = [schemas.PATH_PARAMETERS[name] for name in route.param_convertors]
         item: Schema = {"parameters": [_parameter(p, components) for p in path]} if path else {}
         for method, handler in handlers.items():
-            item[method] = _operation(path, _DECLARED[handler], handler, components)
+            item[method] = _operation(path, declared(handler), handler, components)
         paths[route.path] = item
     return paths
 
@@ -220,8 +173,6 @@ def document() -> dict[str, Any]:
 @functools.cache
 def render() -> bytes:
     """The document as JSON bytes, built once per process from the app's routes."""
-    from messenger.app import ROUTES  # the app serves this document: read its routes late
-
     components: Schema = {"schemas": {}, "parameters": {}, "headers": HEADERS}
     responses = {name: _error(e, components) for name, e in SHARED_ERRORS.items()}
     responses["DatabaseUnavailable"]["headers"] = _headers(["Retry-After"])
@@ -231,7 +182,7 @@ def render() -> bytes:
             "openapi": "3.1.0",
             "info": {"title": "messenger", "version": __version__, "description": DESCRIPTION},
             "tags": [{"name": "conversations"}, {"name": "messages"}, _OPERATIONS_TAG],
-            "paths": _paths(ROUTES, components),
+            "paths": _paths([*routes.ROUTES, ROUTE], components),
             "components": components,
         }
     )
@@ -246,3 +197,7 @@ def render() -> bytes:
 async def serve(request: Request) -> Response:
     """This document"""
     return Response(render(), media_type="application/json")
+
+
+# Not in routes.ROUTES, which this module reads: the app adds it (app.ROUTES).
+ROUTE = Route("/openapi.json", serve, methods=["GET"], name="openapi")

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from messenger.metrics import probe, readiness
-from messenger.openapi import Answer, operation
+from messenger.operations import Answer, operation
 from messenger.responses import JSONResponse
 from messenger.schemas import Readiness
 from messenger.services import Services
