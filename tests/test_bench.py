@@ -1,5 +1,6 @@
 """The bench (scripts/bench, the bench/ package): its pgbench scripts are the service's own
-statements and valid for pgbench to run.
+statements and valid for pgbench to run; its --help names every option the docs use; its
+report labels what each figure is.
 
 No timing here: the benchmark itself is run by hand (scripts/bench), not by the suite.
 """
@@ -7,16 +8,22 @@ No timing here: the benchmark itself is run by hand (scripts/bench), not by the 
 import asyncio
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
+from bench import cli, figures, output, report
 from bench import pgbench as bench_sql
+from bench.pgbench import PgbenchResult
+from bench.wrk import WrkResult
 from messenger import db
 from messenger.settings import Settings
 from tests import factories
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def with_variables(statement: str, parameters: tuple[str | None, ...]) -> str:
@@ -127,3 +134,154 @@ async def test_pgbench_runs_the_generated_scripts_against_the_schema(
     assert [message["index"] for message in messages] == ["1", "2", "3", "4", "5"]
     assert {message["content"] for message in messages} == {"hello from pgbench"}
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 5
+
+
+# --- what the bench says ----------------------------------------------------------------------
+
+
+def documented_options() -> set[str]:
+    """Every option the docs give scripts/bench: on a line running it, or in a backticked span
+    of its own (`--rounds`) in the README's Performance section or docs/performance.md."""
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+    options: set[str] = set()
+    for path in texts:
+        if not path.exists():
+            continue
+        text = path.read_text()
+        for line in text.splitlines():
+            for command in re.findall(r"scripts/bench( [^`|#]*)", line):
+                options |= set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", command))
+        section = re.search(r"^## Performance\n(.*?)(?=^## )", text, re.DOTALL | re.MULTILINE)
+        about_the_bench = section[1] if section else ""
+        if path.name == "performance.md":
+            about_the_bench = text
+        options |= set(re.findall(r"`(--[a-z][a-z-]*)", about_the_bench))
+    return options
+
+
+def test_help_names_every_option_the_docs_use() -> None:
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    documented = documented_options()
+    assert {"--quick", "--keep-database", "--skip-large", "--rounds"} <= documented
+    missing = {option for option in documented if option not in done.stdout}
+    assert not missing, f"scripts/bench --help does not name {sorted(missing)}"
+    # It lists its options itself, rather than promising a list somewhere else.
+    for option in ("--duration", "--warmup", "--sustained", "--logs-off", "--port"):
+        assert f"  {option}" in done.stdout
+    assert "PASS" in done.stdout
+    assert "MISS" in done.stdout
+    assert "exit status" in done.stdout
+
+
+def test_options_are_checked_with_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, text in (
+        (["--rounds", "0"], "must be at least 1"),
+        (["--duration", "-1"], "must be more than 0"),
+        (["--database", "x; DROP"], "letters, digits and _"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            cli.parse(argv)
+        assert exited.value.code == 2
+        assert text in capsys.readouterr().err
+
+
+def test_quick_takes_its_short_defaults_and_skips_the_large_conversation() -> None:
+    args = cli.parse(["--quick"])
+
+    assert (args.duration, args.warmup, args.sustained) == (5.0, 1.0, 0.0)
+    assert args.skip_large
+    full = cli.parse([])
+    assert (full.duration, full.warmup, full.sustained, full.rounds) == (10.0, 3.0, 60.0, 3)
+
+
+def wrk_round(rps: float, *, cpu_share: float = 0.95, load: float = 1.5) -> WrkResult:
+    return WrkResult(
+        requests=round(rps * 10),
+        seconds=10.0,
+        errors=0,
+        non_2xx=0,
+        p50_ms=10.0,
+        p99_ms=30.0,
+        mean_ms=12.0,
+        cpu_us_per_request=cpu_share * 1e6 / rps,
+        cpu_share=cpu_share,
+        load_average=load,
+    )
+
+
+def test_each_round_reads_as_service_req_s_against_pgbench_tps() -> None:
+    pair = figures.Paired(
+        [wrk_round(1469), wrk_round(741, cpu_share=0.4, load=6.2), wrk_round(679, load=1.1)],
+        [PgbenchResult(4853.0, 2.0, 1.4), PgbenchResult(1000.0, 9.0), PgbenchResult(900.0, 9.0)],
+    )
+
+    lines = report.pair_lines("send, one conversation", pair)
+
+    text = "\n".join(lines)
+    assert "service 1,469 req/s" in lines[1]
+    assert "/ pgbench 4,853 tps = 0.30" in lines[1]
+    assert not re.search(r"\d/\d", text.replace("req/s", "").replace("us/req", "")), text
+    assert "service req/s by round: 1,469, 741, 679; median 741, range 679-1,469" in text
+    assert "median 0.74 (range 0.30-0.75, 3 rounds)" in text
+    # 679 is 92% of the median: no round here is slow enough to need explaining.
+    assert not [line for line in lines if "of the median" in line]
+
+
+def test_a_slow_round_is_explained_by_its_own_figures() -> None:
+    rounds = [wrk_round(1000), wrk_round(1000), wrk_round(500, cpu_share=0.4, load=6.2)]
+
+    (line,) = figures.why_slow(rounds)
+
+    assert line.startswith("round 3 ran at 50% of the median:")
+    assert "the service had 40% of a core (95% in the median round)" in line
+    assert "load average 6.20 (1.50)" in line
+    assert line.endswith("other processes took the CPU")
+
+
+def test_a_miss_says_what_was_expected_and_that_the_exit_code_does_not_depend_on_it() -> None:
+    table = report.Report()
+    table.target(True, "send p99 at 32 connections = 30.0 ms, median round", "<= 40 ms")
+    table.target(False, "resident memory after the run = 120 MB", "<= 100 MB")
+
+    passed, missed, summary = table.target_lines()
+
+    assert passed == "PASS  send p99 at 32 connections = 30.0 ms, median round (target <= 40 ms)"
+    assert missed.startswith("MISS  resident memory after the run = 120 MB; expected <= 100 MB")
+    assert "does not change the exit code" in missed
+    assert summary.startswith("1 of 2 targets met.")
+    assert "exit code is 0 whenever the bench ran" in summary
+
+
+def test_the_table_labels_its_columns() -> None:
+    table = report.Report()
+    table.http("send, one conversation", 32, wrk_round(741))
+    table.sql("pgbench: send SQL", PgbenchResult(1000.0, 9.0))
+
+    header, service_row, sql_row, *notes = table.table()
+
+    assert header.split() == [
+        "scenario", "conns", "req/s", "p50", "ms", "p99", "ms", "errors", "non-2xx", "CPU",
+        "us/req", "CPU",
+    ]  # fmt: skip
+    assert "741" in service_row
+    assert "1,000" in sql_row
+    assert any("pgbench rows: transactions/s" in note for note in notes)
+
+
+def test_progress_says_what_runs_and_how_much_is_left(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = output.Progress(95.0)
+
+    progress.step("send, one conversation, round 1/3: the service under wrk", 13)
+    progress.step("send, one conversation, round 1/3: pgbench of its SQL", 13)
+
+    first, second = capsys.readouterr().out.splitlines()
+    assert "round 1/3: the service under wrk: 13 s" in first
+    assert "at least 1:35 of load left" in first
+    assert "at least 1:22 of load left" in second
