@@ -2,15 +2,12 @@
 job), filled with messages in one statement, dropped at the end."""
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 
 import asyncpg
 
-from bench.shell import run
-
-PYTHON = sys.executable
+from bench.shell import MESSENGER, run
 
 
 @dataclass(frozen=True)
@@ -68,8 +65,8 @@ def create(database: Database) -> bool:
     existed = database.exists()
     database.drop()
     env = database.env(MESSENGER_ENV="development", LOG_LEVEL="warning")
-    run([PYTHON, "-m", "messenger", "migrate"], env=env)
-    run([PYTHON, "-m", "messenger", "seed"], env=env)
+    run([*MESSENGER, "migrate"], env=env)
+    run([*MESSENGER, "seed"], env=env)
     # Six users beside the three seeded ones: two users share one conversation, we need six.
     database.psql("INSERT INTO users (name) SELECT 'bench user ' || i FROM generate_series(4, 9) i")
     return existed

@@ -30,8 +30,12 @@ class Paired:
         ratios = self.ratios
         return (
             f"median {self.median_ratio:.2f} (range {min(ratios):.2f}-{max(ratios):.2f},"
-            f" {len(ratios)} rounds)"
+            f" {rounds(len(ratios))})"
         )
+
+
+def rounds(count: int) -> str:
+    return f"{count} round" if count == 1 else f"{count} rounds"
 
 
 def spread(values: list[float], form: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from bench import report, scenarios, sustained
 from bench.database import Database
 from bench.figures import Paired
+from bench.figures import rounds as rounds_of
 from bench.output import Progress, clock, load_average, say, section
 from bench.pgbench import POOL_MAX, median_tps
 from bench.report import Report
@@ -52,7 +53,8 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> None:
     section("setup")
     conversations = scenarios.setup(service, args, scratch)
 
-    section(f"the service under wrk and its SQL under pgbench, alternated, {rounds} rounds each")
+    title = f"the service under wrk and its SQL under pgbench, alternated, {rounds_of(rounds)} each"
+    section(title)
     asyncio.run(delete_queue(args.queue))
     service.start(relay=True, logs=logs)
     paired: dict[str, Paired] = {}

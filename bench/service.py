@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import aio_pika
 import httpx
 
 from bench.database import Database
-from bench.shell import BenchFailed
+from bench.shell import MESSENGER, BenchFailed
 
-PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_SECONDS = 30
 
@@ -69,7 +67,7 @@ class Service:
     def start(self, *, relay: bool, logs: bool) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [PYTHON, "-m", "messenger", "serve"],
+                [*MESSENGER, "serve"],
                 env=self.env(relay=relay, logs=logs),
                 stdout=log,
                 stderr=log,

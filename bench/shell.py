@@ -2,6 +2,10 @@
 error that stops the bench: it could not run, and the text says why."""
 
 import subprocess
+import sys
+
+# `python -m messenger ROLE` in the bench's own virtual environment: serve, relay, migrate, seed.
+MESSENGER = (sys.executable, "-m", "messenger")
 
 
 class BenchFailed(Exception):

@@ -10,7 +10,6 @@ age, and how long the backlog took to drain after the load.
 
 import asyncio
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -18,11 +17,10 @@ import asyncpg
 
 from bench.output import Progress, say
 from bench.service import Service, cpu_seconds, delete_queue
-from bench.shell import BenchFailed, run
-from bench.wrk import Load, WrkResult, parse_wrk, wrk_command
+from bench.shell import MESSENGER, BenchFailed
+from bench.wrk import Load, WrkResult, parse_wrk, warm, wrk_command
 from messenger import db
 
-PYTHON = sys.executable
 CONVERSATIONS = 4  # the sustained load spreads its sends over this many
 DRAIN_CAP_SECONDS = 30.0
 DRAIN_POLL_SECONDS = 0.1
@@ -154,15 +152,13 @@ def sustained(
         if separate:
             with service.log.open("ab") as log:
                 relay = subprocess.Popen(
-                    [PYTHON, "-m", "messenger", "relay"],
+                    [*MESSENGER, "relay"],
                     env=service.env(relay=True, logs=logs),
                     stdout=log,
                     stderr=log,
                 )
         progress.step(f"sustained send load, {name} (warm-up, then measured)", warmup + seconds)
-        if warmup > 0:
-            command, env = wrk_command(service, load, warmup)
-            run(command, env=env)
+        warm(service, load, warmup)
         relay_cpu = cpu_seconds(relay.pid) if relay else 0.0
         result, samples, before, drain = asyncio.run(
             watch_outbox(service, load, seconds, max(1.0, min(5.0, seconds / 12)))

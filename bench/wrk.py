@@ -99,11 +99,16 @@ def parse_wrk(output: str, cpu_seconds: float = 0.0) -> WrkResult:
     )
 
 
+def warm(service: Service, load: Load, seconds: float) -> None:
+    """Load the service for `seconds` unmeasured: caches, plans, connections."""
+    if seconds > 0:
+        command, env = wrk_command(service, load, seconds)
+        run(command, env=env)
+
+
 def wrk(service: Service, load: Load, seconds: float, warmup: float) -> WrkResult:
     """Load the service for `warmup` seconds unmeasured, then for `seconds` measured."""
-    if warmup > 0:
-        command, env = wrk_command(service, load, warmup)
-        run(command, env=env)
+    warm(service, load, warmup)
     command, env = wrk_command(service, load, seconds)
     cpu_before = service.cpu_seconds()
     output = run(command, env=env)
