@@ -17,7 +17,7 @@ What it runs, in order (each round --duration seconds, after one --warmup per sc
   1. The service under wrk and its SQL under pgbench, by turns (A/B/A/B/A/B, --rounds):
      GET of a 100-message conversation, POST of a message at 32 connections and (not in
      --quick) GET /conversations. pgbench runs the service's own statements from
-     messenger/db.py, -M prepared, with as many clients as the service's pool (PG_POOL_MAX).
+     messenger.db, -M prepared, with as many clients as the service's pool (PG_POOL_MAX).
      Every round is printed as "service N req/s / pgbench M tps = ratio", then the medians
      and ranges, and why any round ran well below the median (the service's share of a core,
      its CPU per request, the machine's load average).
