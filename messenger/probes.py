@@ -5,8 +5,8 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from messenger.metrics import probe, readiness
 from messenger.operations import Answer, operation
+from messenger.readiness import probe, readiness
 from messenger.responses import JSONResponse
 from messenger.schemas import Readiness
 from messenger.services import Services
