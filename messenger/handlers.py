@@ -41,9 +41,6 @@ from messenger.services import Services
 
 _CANONICAL_INTEGER = re.compile(f"(0|{ID_DIGITS})")
 
-# The columns of a sent message's row that the answer names otherwise.
-_SENT_COLUMNS = {"conversation_id": "channel_id"}
-
 
 def _integer(value: object, *, minimum: int) -> int | None:
     """`value` as an integer in [minimum, MAX_ID]: a JSON integer or its canonical decimal text."""
@@ -284,7 +281,7 @@ async def send_message(request: Request) -> Response:
             raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
     if key is None or not row["replayed"]:
         services.outbox_written()
-    message = {key: row[_SENT_COLUMNS.get(key, key)] for key in SENT_MESSAGE_KEYS}
+    message = {key: row[key] for key in SENT_MESSAGE_KEYS}
     return JSONResponse({"message": message}, status_code=201)
 
 
