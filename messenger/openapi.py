@@ -69,12 +69,12 @@ def _ref(kind: str, name: str) -> Schema:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def _error(declared: Errors, components: Schema, headers: Sequence[str] = ()) -> Schema:
+def _error(errors: Errors, components: Schema, headers: Sequence[str] = ()) -> Schema:
     schema = json_schema(ErrorBody, components["schemas"])
-    schema["properties"]["error"] = _texts(declared.texts)
-    example = {"error": declared.texts[0].format(**_EXAMPLE_VALUES)}
+    schema["properties"]["error"] = _texts(errors.texts)
+    example = {"error": errors.texts[0].format(**_EXAMPLE_VALUES)}
     content = {"application/json": {"schema": schema, "example": example}}
-    return {"description": declared.description, "headers": _headers(headers), "content": content}
+    return {"description": errors.description, "headers": _headers(headers), "content": content}
 
 
 def _answer(answer: Answer, components: Schema) -> Schema:
@@ -98,14 +98,14 @@ def _parameter(parameter: Parameter, components: Schema) -> Schema:
     return _ref("parameters", parameter.component)
 
 
-def _bad_request(declared: Operation, path: Sequence[Parameter]) -> Sequence[Errors]:
+def _bad_request(op: Operation, path: Sequence[Parameter]) -> Sequence[Errors]:
     """The operation's errors, its 400 texts led by those of its parameters (headers, path,
     query, in the order the handler checks them) and ended by the body's decoding texts."""
     order = {"header": 0, "path": 1, "query": 2}
-    given = sorted([*declared.parameters, *path], key=lambda p: order[p.location])
-    body = [BODY_NOT_UTF8, BODY_NOT_JSON] if declared.body is not None else []
+    given = sorted([*op.parameters, *path], key=lambda p: order[p.location])
+    body = [BODY_NOT_UTF8, BODY_NOT_JSON] if op.body is not None else []
     found = []
-    for error in declared.errors:
+    for error in op.errors:
         if error.status == 400:
             texts = [*(t for p in given for t in p.errors), *error.texts, *body]
             error = Errors(400, error.description, list(dict.fromkeys(texts)))
@@ -114,22 +114,22 @@ def _bad_request(declared: Operation, path: Sequence[Parameter]) -> Sequence[Err
 
 
 def _operation(
-    path: list[Parameter], declared: Operation, handler: Callable[..., Any], comp: Schema
+    path: list[Parameter], op: Operation, handler: Callable[..., Any], comp: Schema
 ) -> Schema:
     summary, _, description = inspect.cleandoc(handler.__doc__ or "").partition("\n")
-    found: Schema = {"operationId": declared.id, "summary": summary}
+    found: Schema = {"operationId": op.id, "summary": summary}
     found |= {"description": " ".join(description.split())} if description.strip() else {}
-    found["tags"] = [declared.tag]
-    if declared.parameters:
-        found["parameters"] = [_parameter(p, comp) for p in declared.parameters]
-    if declared.body is not None:
-        content = {"schema": _shape(declared.body, comp), "example": declared.example}
+    found["tags"] = [op.tag]
+    if op.parameters:
+        found["parameters"] = [_parameter(p, comp) for p in op.parameters]
+    if op.body is not None:
+        content = {"schema": _shape(op.body, comp), "example": op.example}
         found["requestBody"] = {"required": True, "content": {"application/json": content}}
-    responses = {str(a.status): _answer(a, comp) for a in declared.answers}
-    responses |= {str(e.status): _error(e, comp) for e in _bad_request(declared, path)}
+    responses = {str(a.status): _answer(a, comp) for a in op.answers}
+    responses |= {str(e.status): _error(e, comp) for e in _bad_request(op, path)}
     shared = ["ConversationNotFound"] if schemas.CONVERSATION_ID in path else []
-    shared += ["BodyTooLarge"] if declared.body is not None else []
-    shared += ["InternalError", "DatabaseUnavailable"] if declared.database else []
+    shared += ["BodyTooLarge"] if op.body is not None else []
+    shared += ["InternalError", "DatabaseUnavailable"] if op.database else []
     responses |= {str(SHARED_ERRORS[name].status): _ref("responses", name) for name in shared}
     return found | {"responses": responses}
 

@@ -34,7 +34,7 @@ class Operation:
     id: str
     tag: str
     answers: Sequence[Answer]
-    errors: Sequence[Errors] = ()  # beside those of its parameters and body (see _bad_request)
+    errors: Sequence[Errors] = ()  # beside its parameters' and body's (openapi._bad_request)
     parameters: Sequence[Parameter] = ()
     body: object = None  # the request body's shape
     example: object = None  # of the body
