@@ -7,7 +7,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from messenger import db, discovery, limits, openapi, routes
+from messenger import db, discovery, open_files, openapi, routes
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
@@ -54,7 +54,7 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
             sweeper = KeySweeper(settings, pool)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
-            await stack.enter_async_context(limits.watch_open_files())
+            await stack.enter_async_context(open_files.watch_open_files())
             await stack.enter_async_context(discovery.registered(registration))
             yield {"services": services}
 
