@@ -45,7 +45,7 @@ MESSAGE_BODY = json.dumps({"content": MESSAGE_CONTENT})
 POOL_MAX = int(Settings.model_fields["pg_pool_max"].default)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-# Targets of issue 8 (README, "Performance"), and the 1M-message one of issue 3.
+# Targets of issue 8 (docs/performance.md), and the 1M-message one of issue 3.
 READ_VS_PGBENCH = 0.25
 SEND_VS_PGBENCH = 0.80
 SEND_P99_MS = 40.0
