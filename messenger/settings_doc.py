@@ -31,7 +31,7 @@ scripts map one to one. `MESSENGER_ENV` (or the Node service's `NODE_ENV`) picks
 defaults are the Node service's convict files; any variable overrides its profile's value.
 Values are validated at start: an unknown or invalid value stops the process with exit code 2
 and one line per bad variable naming it (`messenger: invalid configuration: PGPORT: ...`),
-never echoing a value. Secrets are never logged or printed.
+never echoing a value. A secret is held as pydantic's `SecretStr`, shown as `**********`.
 
 Sizes are written in the npm `bytes` style (`100kb`, `1.5mb`, a bare number is bytes);
 durations for Consul in Go's style (`15s`, `1m`, `1m30s`); booleans as `true` or `false`.
