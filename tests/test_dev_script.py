@@ -2,8 +2,10 @@
 
 import asyncio
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -238,6 +240,26 @@ def messages(done: subprocess.CompletedProcess[str]) -> list[str]:
     """What scripts/dev said, but for the install of the `local` extra a first run makes."""
     lines = (done.stdout + done.stderr).splitlines()
     return [line for line in lines if not line.startswith("==> installing messenger[local]")]
+
+
+def test_dev_on_a_port_in_use_stops_at_once_with_one_line_naming_port_and_variable(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # HOST is left at its default, 0.0.0.0, which a listener on 127.0.0.1 already blocks.
+        done = run_dev(DEV, PORT=str(port), DEV_PGDATA=str(tmp_path / "unused"))
+
+    assert done.returncode == 1, done.stderr
+    [line] = messages(done)
+    assert re.fullmatch(
+        rf"error: port {port} is already in use \(HOST=0\.0\.0\.0\): stop what listens there,"
+        r" or set PORT, e\.g\. PORT=\d+ scripts/dev",
+        line,
+    ), line
+    assert not (tmp_path / "unused").exists(), "nothing may start before the port is checked"
 
 
 @pytest.fixture
