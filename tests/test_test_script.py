@@ -1,4 +1,4 @@
-"""scripts/test: its usage, printed before it installs, starts or checks anything."""
+"""scripts/test: its usage, the slowest tests it names, and the warnings it fails on."""
 
 import subprocess
 import sys
@@ -20,6 +20,21 @@ def test_help_prints_the_usage_and_runs_nothing(flag: str) -> None:
     assert "scripts/test-images" in done.stdout
     assert "apt-get" in done.stdout
     assert done.stderr == "", "nothing (ruff, mypy, installs) may run before the usage"
+
+
+@pytest.mark.timeout(300)
+def test_a_run_ends_with_the_ten_slowest_tests() -> None:
+    # Every step but the tests themselves, which are narrowed to the usage tests above.
+    done = subprocess.run(
+        [str(TEST_SCRIPT), f"{Path(__file__)}::test_help_prints_the_usage_and_runs_nothing"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "= slowest 10 durations =" in done.stdout
+    assert "2 passed" in done.stdout
 
 
 @pytest.mark.parametrize(
