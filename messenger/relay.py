@@ -309,9 +309,7 @@ class OutboxRelay:
         if self._channel is not None and self._connection and not self._connection.is_closed:
             return
         settings = self.settings
-        # Made here rather than by aio_pika.connect, which drops a connection whose connect
-        # failed without closing it: garbage-collected later, outside this event loop, it
-        # warns "coroutine 'Connection.close' was never awaited".
+        # Not aio_pika.connect: it leaves a failed connection unclosed, to warn when collected.
         connection = aio_pika.Connection(
             make_url(
                 host=settings.broker_host,
