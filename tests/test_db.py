@@ -181,6 +181,62 @@ async def test_a_client_error_of_postgresql_is_not_turned_into_a_503() -> None:
             raise asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence")
 
 
+async def test_a_release_with_nothing_to_wait_for_returns_the_connection_in_place(
+    settings: Settings,
+) -> None:
+    pool = await db.create_pool(settings.model_copy(update={"pg_pool_max": 1}))
+    try:
+        async with pool.acquire() as conn:
+            first = await conn.fetchval("SELECT pg_backend_pid()")
+        # Given back before `async with` ended: no task of its own to wait for.
+        assert pool.get_idle_size() == 1
+        assert await pool.fetchval("SELECT pg_backend_pid()") == first
+    finally:
+        await pool.close()
+
+
+async def test_a_connection_released_inside_a_transaction_is_rolled_back(
+    settings: Settings,
+) -> None:
+    pool = await db.create_pool(settings.model_copy(update={"pg_pool_max": 1}))
+    try:
+        transaction = None
+        async with pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            await conn.execute("CREATE TEMPORARY TABLE left_open (id int)")
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            exists = "SELECT to_regclass('pg_temp.left_open') IS NOT NULL"
+            assert await conn.fetchval(exists) is False
+    finally:
+        await pool.close()
+
+
+async def test_a_request_cancelled_after_its_statement_still_returns_its_connection(
+    settings: Settings,
+) -> None:
+    pool = await db.create_pool(settings.model_copy(update={"pg_pool_max": 1}))
+    try:
+        answered = asyncio.Event()
+
+        async def request() -> None:
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+                answered.set()
+                await asyncio.sleep(10)
+
+        task = asyncio.ensure_future(request())
+        await answered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(2):
+            assert await pool.fetchval("SELECT 2") == 2
+    finally:
+        await pool.close()
+
+
 async def test_a_connection_killed_mid_statement_is_replaced_not_reused(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:

@@ -124,6 +124,33 @@ class Pool(asyncpg.Pool):
         timeout = self.acquire_timeout if timeout is None else timeout
         return _BoundedAcquire(self, timeout, conversation)
 
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109  # asyncpg's signature
+        """Give a connection back in place when nothing about it can make the release wait.
+
+        asyncpg runs every release in a task of its own under `asyncio.shield`, so that a
+        cancelled request still returns its connection: a task, a shield and two turns of the
+        event loop per request, for a release that, without a transaction to roll back, a
+        cancellation in flight, or a connection to close, never waits (keep_session resets
+        nothing), so no cancellation can stop it halfway. Anything else goes asyncpg's way.
+        """
+        con: Any = getattr(connection, "_con", None)
+        holder: Any = getattr(connection, "_holder", None)
+        if (
+            con is None
+            or holder is None
+            or holder._pool is not self
+            or con.is_closed()
+            or con._top_xact is not None
+            or con._protocol.is_in_transaction()
+            or con._protocol._is_cancelling()
+            or con._protocol.queries_count >= holder._max_queries
+            or holder._generation != self._generation
+        ):
+            await super().release(connection, timeout=timeout)
+            return
+        con._on_release()
+        await holder.release(holder._timeout if timeout is None else timeout)
+
 
 if TYPE_CHECKING:
     _AcquireContext = PoolAcquireContext[asyncpg.Record]
