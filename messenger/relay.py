@@ -24,30 +24,18 @@ from aio_pika.connection import make_url
 from messenger import db
 from messenger.backoff import Backoff
 from messenger.events import declare_queue, event_body, event_properties
+from messenger.publish import (
+    BROKER_ERRORS,
+    PUBLISH_FAILURES,
+    BrokerUnavailable,
+    EventRefused,
+    confirmation_outcome,
+    publish_batch,
+)
 from messenger.settings import Settings
 
 # The name operators filter the relay's lines by; it predates this module's name.
 logger = logging.getLogger("messenger.events")
-
-# aiormq queues at most this many frames for its socket writer; a publish that finds the
-# queue full waits a turn of the event loop, so a batch is written in chunks of this size.
-WRITE_CHUNK = aiormq.Connection.FRAME_BUFFER_SIZE
-
-
-class BrokerUnavailable(Exception):
-    """RabbitMQ could not be reached, refused us, or did not confirm in time."""
-
-
-class EventRefused(Exception):
-    """RabbitMQ answered for this one event and did not take it (basic.nack, or unroutable)."""
-
-    def __init__(self, reason: str, *, unroutable: bool = False) -> None:
-        super().__init__(reason)
-        self.unroutable = unroutable
-
-
-PUBLISH_FAILURES = (BrokerUnavailable, EventRefused)
-
 
 HELD = "held"  # the outcome of a row not published: an earlier one of its conversation failed
 
@@ -242,53 +230,38 @@ class OutboxRelay:
         return parked
 
     async def _publish_all(self, rows: Sequence[asyncpg.Record]) -> list[BaseException | None]:
-        """Write the rows to the broker in order, then await their confirms together.
-
-        Publishing without waiting for each frame to be flushed lets a chunk go out in one turn
-        of the event loop; waiting per frame took several turns per event, and on a loop busy
-        with requests a batch then outlasted RELAY_PUBLISH_TIMEOUT.
-        """
+        """Write the rows to the broker in order, in one write, then await their confirms
+        together (publish.py), all within RELAY_PUBLISH_TIMEOUT."""
         assert self._channel is not None
+        if not rows:
+            return []
         try:
             channel = await self._channel.get_underlay_channel()
         except aio_pika.exceptions.AMQPError as error:
             raise BrokerUnavailable(f"{error.__class__.__name__}: {error}") from error
-        assert isinstance(channel, aiormq.Channel)  # its basic_publish has `wait`
-        confirms: list[asyncio.Future[None]] = []
-        for start in range(0, len(rows), WRITE_CHUNK):
-            # Tasks run in creation order and take aiormq's channel lock (FIFO) before
-            # anything that could suspend them, so frames reach the socket in id order.
-            chunk = rows[start : start + WRITE_CHUNK]
-            confirms += [asyncio.ensure_future(self._publish(channel, row)) for row in chunk]
-            await asyncio.sleep(0)  # the writer empties its queue before the next chunk
-        return await asyncio.gather(*confirms, return_exceptions=True)
-
-    async def _publish(self, channel: aiormq.Channel, row: asyncpg.Record) -> None:
-        body = event_body(
-            row["channel_id"], row["user_id"], row["message_index"], row["participant_ids"]
-        )
-        try:
-            await channel.basic_publish(
-                body,
-                routing_key=self.settings.amqp_queue,
-                properties=event_properties(row["id"], row["created_at"]),
-                mandatory=True,  # an unroutable event (queue deleted) comes back, never vanishes
-                timeout=self.settings.relay_publish_timeout,
-                wait=False,
+        assert isinstance(channel, aiormq.Channel)
+        messages = [
+            (
+                event_body(
+                    row["channel_id"], row["user_id"], row["message_index"], row["participant_ids"]
+                ),
+                event_properties(row["id"], row["created_at"]),
             )
-        except TimeoutError as error:
-            raise BrokerUnavailable(
-                f"no confirmation within {self.settings.relay_publish_timeout}s"
-            ) from error
-        except aiormq.exceptions.PublishError as error:
-            raise EventRefused(
-                f"unroutable: no queue {self.settings.amqp_queue!r}", unroutable=True
-            ) from error
-        except aiormq.exceptions.DeliveryError as error:
-            answer = f"basic.{type(error.frame).__name__.lower()}"
-            raise EventRefused(f"refused by RabbitMQ ({answer})") from error
-        except (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError) as error:
-            raise BrokerUnavailable(f"{error.__class__.__name__}: {error}") from error
+            for row in rows
+        ]
+        timeout = self.settings.relay_publish_timeout
+        confirmations: list[asyncio.Future[object]] = []
+        try:
+            async with asyncio.timeout(timeout):
+                confirmations = await publish_batch(channel, self.settings.amqp_queue, messages)
+                await asyncio.wait(confirmations)
+        except TimeoutError:
+            pass  # the confirmations still pending are the failures, below
+        except BROKER_ERRORS as error:
+            return [BrokerUnavailable(f"{error.__class__.__name__}: {error}")] * len(rows)
+        if not confirmations:
+            return [BrokerUnavailable(f"not written within {timeout}s")] * len(rows)
+        return [confirmation_outcome(c, self.settings.amqp_queue, timeout) for c in confirmations]
 
     async def _database_connection(self) -> asyncpg.Connection:
         if self._database is None or self._database.is_closed():
