@@ -44,6 +44,7 @@ QUERY_NOT_INTEGER = "{name} must be a positive integer"
 CURSORS_EXCLUSIVE = "after_index and before_index cannot be used together"
 NOT_FOUND = "Not found"
 METHOD_NOT_ALLOWED = "Method not allowed"
+USER_ID_REPEATED = "User-Id header must be given once (got different values)"
 IDEMPOTENCY_KEY_INVALID = "Idempotency-Key header must be 1 to 255 visible ASCII characters"
 IDEMPOTENCY_KEY_REPEATED = "Idempotency-Key header must be given once (got different values)"
 IDEMPOTENCY_KEY_REUSED = (
