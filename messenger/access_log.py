@@ -8,7 +8,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messenger.errors import INTERNAL_ERROR, error_response
-from messenger.logs import Access, access_logger, log_access
+from messenger.logs import Access, access_logger, log_access, printable
 from messenger.metrics import Metrics
 
 # A request id from a client or proxy is kept only if it is short and harmless to log.
@@ -35,6 +35,9 @@ class AccessLogMiddleware:
         given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # As the client sent them (the app may canonicalize the path), and never a control
+        # character of theirs in a log line.
+        method, path = printable(scope["method"]), printable(scope["path"])
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -59,5 +62,4 @@ class AccessLogMiddleware:
             duration = time.perf_counter() - started
             if self.metrics is not None:
                 self.metrics.observe_request(scope, status, duration)
-            method, path = scope["method"], scope["path"]
             log_access(Access(time.time(), request_id, method, path, status, duration * 1000))

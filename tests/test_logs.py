@@ -10,6 +10,8 @@ import time
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from messenger import logs
 from messenger.logs import ACCESS_LOGGER, Access, LogWriter, log_access, make_formatter
@@ -193,3 +195,82 @@ def test_a_serving_process_writes_one_access_line_per_request(
     else:
         pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO messenger\.access: GET "
         assert re.fullmatch(pattern + r"/conversations/424242/messages 404 \d+\.\dms", lines[2])
+
+
+# No client byte forges a line (issue 16) --------------------------------------------------
+
+FORGED = "\r\n2026-01-01 00:00:00,000 ERROR messenger.access: forged"
+
+
+@given(st.text())
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+def test_printable_text_has_no_line_break_or_control_character(text: str) -> None:
+    shown = logs.printable(text)
+    assert shown.isprintable(), repr(shown)
+    assert logs.printable(shown) == shown
+    if text.isprintable():
+        assert shown == text
+
+
+def exception_with(text: str) -> BaseException:
+    try:
+        try:
+            raise KeyError(text)
+        except KeyError as inner:
+            raise ValueError(text) from inner
+    except ValueError as error:
+        return error
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@given(text=st.text(min_size=1) | st.just(FORGED))
+@settings(max_examples=100, derandomize=True, database=None, deadline=None)
+def test_a_record_carrying_client_text_is_one_entry_of_printable_lines(
+    log_format: str, text: str
+) -> None:
+    error = exception_with(text)
+    record = logging.getLogger("tests.forge").makeRecord(
+        "tests.forge", logging.ERROR, __file__, 1, "bad input %s", (text,), None
+    )
+    record.exc_info = (type(error), error, error.__traceback__)
+    written = make_formatter(log_format).format(record)
+
+    if log_format == "json":
+        entry = json.loads(written)
+        assert "\n" not in written
+        assert entry["message"].isprintable()
+        lines = entry["exc_info"].split("\n")
+    else:
+        lines = written.split("\n")
+        assert lines[0].startswith(time.strftime("%Y-"))
+    # The traceback keeps its lines; no line of it carries a client's control character, and
+    # none but the first starts like an entry of its own.
+    assert all(line.isprintable() for line in lines), lines
+    assert not any(re.match(r"\d{4}-\d\d-\d\d ", line) for line in lines[1:]), lines
+    assert "ValueError: " in lines[-1]
+    assert "KeyError: " in "\n".join(lines)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_path_with_line_breaks_writes_one_access_line(
+    database: Settings, log_format: str
+) -> None:
+    env = service_env(database, LOG_LEVEL="info", LOG_FORMAT=log_format)
+    forged = "/x%0d%0a2026-01-01%2000:00:00,000%20ERROR%20messenger.access:%20forged%1b[2J%e2%80%a8"
+    with serve(env, stdout=subprocess.PIPE) as service:
+        httpx.get(f"{service.url}{forged}")
+        httpx.get(f"{service.url}/health")
+    assert service.process.stdout is not None
+    lines = service.process.stdout.read().decode().splitlines()
+
+    assert not [line for line in lines if line.startswith("2026-01-01")]
+    forging = [line for line in lines if "forged" in line]
+    assert len(forging) == 1
+    assert forging[0].isprintable()
+    if log_format == "json":
+        entry = json.loads(forging[0])
+        assert entry["path"].isprintable()
+        assert entry["message"].isprintable()
+        assert entry["path"].startswith("/x\\r\\n2026-01-01 00:00:00,000 ERROR"), entry["path"]
+    else:
+        assert "GET /x\\r\\n2026-01-01 00:00:00,000 ERROR" in forging[0]
