@@ -128,7 +128,11 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
             allow_headers=["*"],
             expose_headers=["X-Request-Id", "Link"],
         ),
-        Middleware(BodyLimitMiddleware, max_body_size=settings.json_body_limit),
+        Middleware(
+            BodyLimitMiddleware,
+            max_body_size=settings.json_body_limit,
+            timeout=settings.http_body_timeout,
+        ),
         Middleware(TrailingSlash),
     ]
     app = Starlette(

@@ -1,11 +1,13 @@
-"""Request body size limit: sizes like npm `bytes` ("100kb"), enforced before any handler runs."""
+"""Request bodies read before any handler runs: a size limit (sizes like npm `bytes`, "100kb")
+and a deadline."""
 
+import asyncio
 import re
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from messenger.errors import BODY_TOO_LARGE, error_response
+from messenger.errors import BODY_TIMEOUT, BODY_TOO_LARGE, error_response
 
 _UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50}
 _SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-z]+)?\s*$", re.IGNORECASE)
@@ -32,43 +34,44 @@ def parse_size(text: object) -> int:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over `max_body_size` bytes with 413 before the application sees them.
+    """Read the body whole before the application sees it: within `timeout` seconds, at most
+    `max_body_size` bytes.
 
-    A declared `Content-Length` over the limit is refused without reading the body. Otherwise
-    the body is read here, counted chunk by chunk (so chunked uploads are caught as they
-    stream), and handed on to the application only once it is known to fit.
+    A declared `Content-Length` over the limit is refused with 413 without reading the body.
+    Otherwise the body is counted chunk by chunk (so chunked uploads are caught as they
+    stream), and handed on only once it is known to fit. A body
+    not complete `timeout` seconds after the request's head is answered 408 and its connection
+    closed; a client that leaves first gets no answer (the access log counts it as 499).
     """
 
-    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_size: int, timeout: float = 30.0) -> None:
         self.app = app
         self.max_body_size = max_body_size
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_size:
             await error_response(413, BODY_TOO_LARGE)(scope, receive, send)
             return
 
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_size:
-                await error_response(413, BODY_TOO_LARGE)(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                body = await self._read(receive)
+        except TimeoutError:
+            await error_response(408, BODY_TIMEOUT, {"Connection": "close"})(scope, receive, send)
+            return
+        except _TooLarge:
+            await error_response(413, BODY_TOO_LARGE)(scope, receive, send)
+            return
+        if body is None:  # the client left
+            return
 
-        body = b"".join(chunks)
         replayed = False
 
         async def replay() -> Message:
@@ -79,3 +82,24 @@ class BodyLimitMiddleware:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body, or None if the client disconnected first."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_size:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+class _TooLarge(Exception):
+    """The body passed the limit."""

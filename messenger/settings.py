@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     # Node's limit (--max-http-header-size) and a read deadline for slow clients.
     http_header_limit: ByteSize = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     http_header_timeout: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        description=(
+            "Seconds a request's body may take to arrive, counted from the end of its headers;"
+            " a body not complete by then is answered 408 and its connection closed. 30 s"
+            " carries a body of JSON_BODY_LIMIT's default (100 kB) over a 64 kbit/s link"
+            " twice over, while a client that stalls holds its connection a tenth as long as"
+            " Node's requestTimeout (300 s) allowed."
+        ),
+    )
     pghost: str
     pgport: Port
     pguser: str
