@@ -1,5 +1,5 @@
-"""Request bodies read before any handler runs: a size limit (sizes like npm `bytes`, "100kb")
-and a deadline."""
+"""Request bodies read before any handler runs: a size limit (sizes like npm `bytes`, "100kb"),
+a deadline, and the inflation of compressed JSON."""
 
 import asyncio
 import re
@@ -7,7 +7,8 @@ import re
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from messenger.errors import BODY_TIMEOUT, BODY_TOO_LARGE, error_response
+from messenger import content_coding, json_body
+from messenger.errors import BODY_TIMEOUT, BODY_TOO_LARGE, MessengerError, error_response
 
 _UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50}
 _SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-z]+)?\s*$", re.IGNORECASE)
@@ -35,11 +36,11 @@ def parse_size(text: object) -> int:
 
 class BodyLimitMiddleware:
     """Read the body whole before the application sees it: within `timeout` seconds, at most
-    `max_body_size` bytes.
+    `max_body_size` bytes, inflated when it is JSON sent compressed (see content_coding).
 
     A declared `Content-Length` over the limit is refused with 413 without reading the body.
     Otherwise the body is counted chunk by chunk (so chunked uploads are caught as they
-    stream), and handed on only once it is known to fit. A body
+    stream), both as sent and as inflated, and handed on only once it is known to fit. A body
     not complete `timeout` seconds after the request's head is answered 408 and its connection
     closed; a client that leaves first gets no answer (the access log counts it as 499).
     """
@@ -61,12 +62,20 @@ class BodyLimitMiddleware:
             return
 
         try:
+            # express.json inflated only what it read: JSON bodies.
+            coded = json_body.is_json(headers.get("content-type"))
+            inflater = content_coding.inflater(
+                headers.get("content-encoding") if coded else None, self.max_body_size
+            )
             async with asyncio.timeout(self.timeout):
-                body = await self._read(receive)
+                body = await self._read(receive, inflater)
         except TimeoutError:
             await error_response(408, BODY_TIMEOUT, {"Connection": "close"})(scope, receive, send)
             return
-        except _TooLarge:
+        except MessengerError as error:
+            await error_response(error.status_code, error.text)(scope, receive, send)
+            return
+        except content_coding.TooLarge:
             await error_response(413, BODY_TOO_LARGE)(scope, receive, send)
             return
         if body is None:  # the client left
@@ -83,8 +92,10 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _read(self, receive: Receive) -> bytes | None:
-        """The whole body, or None if the client disconnected first."""
+    async def _read(
+        self, receive: Receive, inflater: content_coding.Inflater | None
+    ) -> bytes | None:
+        """The whole body (inflated), or None if the client disconnected first."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -93,13 +104,11 @@ class BodyLimitMiddleware:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_size:
-                raise _TooLarge
-            chunks.append(chunk)
+            if size > self.max_body_size:  # as sent: also bounds what inflates to nothing
+                raise content_coding.TooLarge
+            chunks.append(chunk if inflater is None else inflater.feed(chunk))
             if not message.get("more_body", False):
                 break
+        if inflater is not None:
+            inflater.finish()
         return b"".join(chunks)
-
-
-class _TooLarge(Exception):
-    """The body passed the limit."""

@@ -3,6 +3,7 @@
     MessengerError               an answer for the client: status + text, never internals
     ├── BadRequest (400)         malformed input or a broken rule (texts kept from Node)
     ├── NotFound (404)           an unknown conversation
+    ├── UnsupportedMediaType (415)  a body in a coding or charset the service cannot read
     ├── Unprocessable (422)      a well-formed request that contradicts an earlier one
     └── Unavailable (503)        PostgreSQL cannot be reached, or a bounded wait for it ran out
                                  (pool, lock, statement timeout); sent with Retry-After
@@ -31,7 +32,12 @@ INVALID_PATH_ID = "{name} in the path must be a positive integer, got {value!r}"
 BODY_NOT_UTF8 = "Request body is not valid UTF-8 (invalid byte at position {position})"
 BODY_NOT_JSON = "Request body is not valid JSON: {reason}"
 BODY_NOT_OBJECT = "Request body must be a JSON object"
+BODY_NOT_IN_CHARSET = "Request body is not valid {charset} (invalid byte at position {position})"
+BODY_NOT_DECODABLE = "Request body is not valid {encoding} data"
 BODY_TIMEOUT = "request body not received in time"
+# body-parser's texts for what express.json could not read.
+CONTENT_ENCODING_UNSUPPORTED = 'unsupported content encoding "{encoding}"'
+CHARSET_UNSUPPORTED = 'unsupported charset "{charset}"'
 BODY_MISSING = "Request body must be JSON sent with Content-Type: application/json"
 PARTICIPANTS_NOT_LIST = "participant_ids must be an array of two user ids"
 PARTICIPANT_NOT_ID = "participant_ids must contain positive integer user ids"
@@ -71,6 +77,10 @@ class BadRequest(MessengerError):
 
 class NotFound(MessengerError):
     status_code = 404
+
+
+class UnsupportedMediaType(MessengerError):
+    status_code = 415
 
 
 class Unprocessable(MessengerError):
