@@ -27,7 +27,15 @@ TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.000Z$"
 
 # What a `{field}` of an error template stands for, as a regular expression.
 _FIELDS = {"id": "[0-9]+", "request_id": "[A-Za-z0-9._:-]+", "position": "[0-9]+"}
-_EXAMPLE_VALUES = {"id": 7, "request_id": "4f1c", "position": 3, "reason": "...", "value": "x"}
+_EXAMPLE_VALUES = {
+    "id": 7,
+    "request_id": "4f1c",
+    "position": 3,
+    "reason": "...",
+    "value": "x",
+    "charset": "ISO-8859-1",
+    "encoding": "br",
+}
 _REGEX_SPECIALS = frozenset(r".^$*+?()[]{}|\/")
 
 
@@ -103,13 +111,23 @@ def _ref(kind: str, name: str) -> Schema:
 
 
 # Every error an operation can answer beside its own 400 texts.
-_BAD_USER_ID = (errors.USER_ID_REQUIRED,)
-_BAD_BODY = (errors.BODY_NOT_UTF8, errors.BODY_NOT_JSON)
+_BAD_USER_ID = (errors.USER_ID_REQUIRED, errors.USER_ID_REPEATED)
+_BAD_BODY = (
+    errors.BODY_NOT_UTF8,
+    errors.BODY_NOT_JSON,
+    errors.BODY_NOT_IN_CHARSET,
+    errors.BODY_NOT_DECODABLE,
+)
 _COMMON = {
+    "408": _ref("responses", "BodyTimeout"),
     "500": _ref("responses", "InternalError"),
     "503": _ref("responses", "DatabaseUnavailable"),
 }
-_WITH_BODY = {"413": _ref("responses", "BodyTooLarge"), **_COMMON}
+_WITH_BODY = {
+    "413": _ref("responses", "BodyTooLarge"),
+    "415": _ref("responses", "UnsupportedBody"),
+    **_COMMON,
+}
 _IN_CONVERSATION = {"404": _ref("responses", "ConversationNotFound")}
 _CONVERSATION_400 = (
     errors.INVALID_PATH_ID.replace("{name}", "conversation id"),
@@ -544,6 +562,16 @@ _COMPONENTS: dict[str, Any] = {
             "Body over JSON_BODY_LIMIT (default 100kb), refused before any handler runs.",
             errors.BODY_TOO_LARGE,
         ),
+        "BodyTimeout": _error(
+            "The body did not arrive within HTTP_BODY_TIMEOUT; the connection is closed.",
+            errors.BODY_TIMEOUT,
+        ),
+        "UnsupportedBody": _error(
+            "A Content-Encoding other than gzip, deflate or identity, or a charset outside"
+            " the UTF family, as express.json answered.",
+            errors.CONTENT_ENCODING_UNSUPPORTED,
+            errors.CHARSET_UNSUPPORTED,
+        ),
         "DatabaseUnavailable": _error(
             "PostgreSQL cannot be reached right now, or a bounded wait for it (a pool "
             "connection, a lock, a statement) ran out.",
@@ -569,7 +597,9 @@ Node.js service it replaces: routes, statuses, JSON shapes, types and key order,
 - CORS: any origin; preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered for \
 every path; `X-Request-Id` and `Link` are exposed.
 - Request bodies are read as JSON only with `Content-Type: application/json`; any body is \
-refused with 413 above JSON_BODY_LIMIT.
+refused with 413 above JSON_BODY_LIMIT (inflated size for `Content-Encoding: gzip` or \
+`deflate`) and 408 when not complete within HTTP_BODY_TIMEOUT.
+- `HEAD` is answered wherever `GET` is; a trailing slash is served as the path without it.
 """
 
 
