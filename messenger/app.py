@@ -11,15 +11,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from messenger import db, discovery, handlers, limits, openapi
+from messenger import db, discovery, handlers, open_files, openapi
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
-from messenger.events import OutboxRelay
 from messenger.idempotency import KeySweeper
-from messenger.metrics import PROBE_TIMEOUT, Metrics
+from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
+from messenger.readiness import PROBE_TIMEOUT
+from messenger.relay import OutboxRelay
 from messenger.services import Services
 from messenger.settings import Settings
 
@@ -115,7 +116,7 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
             sweeper = KeySweeper(settings, pool)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
-            await stack.enter_async_context(limits.watch_open_files())
+            await stack.enter_async_context(open_files.watch_open_files())
             await stack.enter_async_context(discovery.registered(registration))
             yield {"services": services}
 
