@@ -593,8 +593,15 @@ async def test_the_wheel_installed_into_a_fresh_venv_migrates_a_fresh_database(
     fresh: Settings, tmp_path: Path
 ) -> None:
     """The wheel carries its migrations: nothing of the source tree is on the path."""
+    # Built from a copy: setuptools leaves build/ behind in the tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT / "messenger", source / "messenger", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     built = await run(
-        sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", "wheels", ROOT, cwd=tmp_path
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", "wheels", source, cwd=tmp_path
     )
     assert built.returncode == 0, built.output
     [wheel] = (tmp_path / "wheels").glob("messenger-*.whl")
