@@ -1,5 +1,6 @@
 """The log: access lines the configured formatter would write, written off the event loop."""
 
+import asyncio
 import io
 import json
 import logging
@@ -7,13 +8,16 @@ import re
 import subprocess
 import threading
 import time
+from unittest import mock
 
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.types import Message, Receive, Scope, Send
 
-from messenger import logs
+from messenger import access_log, logs
+from messenger.access_log import AccessLogMiddleware
 from messenger.logs import ACCESS_LOGGER, Access, LogWriter, log_access, make_formatter
 from messenger.settings import Settings
 from tests.conftest import app_client
@@ -274,3 +278,40 @@ def test_a_path_with_line_breaks_writes_one_access_line(
         assert entry["path"].startswith("/x\\r\\n2026-01-01 00:00:00,000 ERROR"), entry["path"]
     else:
         assert "GET /x\\r\\n2026-01-01 00:00:00,000 ERROR" in forging[0]
+
+
+@given(
+    method=st.text(min_size=1, max_size=12),
+    path=st.text(max_size=60).map(lambda text: "/" + text),
+    log_format=st.sampled_from(["text", "json"]),
+)
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+def test_any_method_and_path_make_one_printable_access_line(
+    method: str, path: str, log_format: str
+) -> None:
+    written: list[Access] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
+    with mock.patch.object(access_log, "log_access", written.append):
+        asyncio.run(AccessLogMiddleware(app)(scope, receive, send))
+    writer = LogWriter(io.StringIO(), log_format)
+    try:
+        line = writer.access_line(written[0])
+    finally:
+        writer.close()
+
+    assert line.isprintable(), line
+    if log_format == "json":
+        entry = json.loads(line)
+        assert entry["path"].isprintable()
+        assert entry["method"].isprintable()
