@@ -37,14 +37,12 @@ class BodyLimitMiddleware:
             await error_response(413, BODY_TOO_LARGE)(scope, receive, send)
             return
 
+        # express.json inflated only what it read: JSON bodies.
+        coded = json_body.is_json(headers.get("content-type"))
+        encoding = headers.get("content-encoding") if coded else None
         try:
-            # express.json inflated only what it read: JSON bodies.
-            coded = json_body.is_json(headers.get("content-type"))
-            inflater = content_coding.inflater(
-                headers.get("content-encoding") if coded else None, self.max_body_size
-            )
             async with asyncio.timeout(self.timeout):
-                body = await self._read(receive, inflater)
+                body = await self._read(receive, encoding)
         except TimeoutError:
             await error_response(408, BODY_TIMEOUT, {"Connection": "close"})(scope, receive, send)
             return
@@ -68,12 +66,15 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _read(
-        self, receive: Receive, inflater: content_coding.Inflater | None
-    ) -> bytes | None:
-        """The whole body (inflated), or None if the client disconnected first."""
+    async def _read(self, receive: Receive, encoding: str | None) -> bytes | None:
+        """The whole body (inflated), or None if the client disconnected first.
+
+        The coding is looked at once a byte of body arrives: a request without a body (a GET
+        with a stray Content-Encoding) was never refused by express.json, which skipped it.
+        """
         chunks: list[bytes] = []
         size = 0
+        inflater: content_coding.Inflater | None = None
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -82,6 +83,9 @@ class BodyLimitMiddleware:
             size += len(chunk)
             if size > self.max_body_size:  # as sent: also bounds what inflates to nothing
                 raise content_coding.TooLarge
+            if chunk and encoding is not None and inflater is None:
+                inflater = content_coding.inflater(encoding, self.max_body_size)
+                encoding = None  # looked at: identity leaves no inflater
             chunks.append(chunk if inflater is None else inflater.feed(chunk))
             if not message.get("more_body", False):
                 break

@@ -73,13 +73,11 @@ def charset(content_type: str) -> str:
 def decode(content_type: str | None, body: bytes) -> object:
     """The JSON value of a request body, or MISSING; BadRequest naming what is wrong with it,
     UnsupportedMediaType for a charset express.json did not read."""
-    if content_type is None or not is_json(content_type):
+    if not body or content_type is None or not is_json(content_type):
         return MISSING
     name = charset(content_type)
     if name not in CHARSETS:
         raise UnsupportedMediaType(CHARSET_UNSUPPORTED.format(charset=name.upper()[:40]))
-    if not body:
-        return MISSING
     document: bytes | str = body if name == "utf-8" else _decode_utf(name, body)
     try:
         return orjson.loads(document)

@@ -125,3 +125,15 @@ async def test_a_zip_bomb_is_refused_without_inflating_it(settings: Settings, cl
 
     assert response.status_code == 413
     assert response.json() == {"error": errors.BODY_TOO_LARGE}
+
+
+async def test_a_request_without_a_body_is_not_refused_for_its_coding(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    """express.json skipped a request without a body, whatever its headers said."""
+    (user,) = await factories.users(pool, "Ann")
+    headers = {"User-Id": str(user), "Content-Type": "application/json", "Content-Encoding": "br"}
+
+    response = await client.get("/conversations", headers=headers)
+
+    assert response.status_code == 200, response.text

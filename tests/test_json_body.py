@@ -92,3 +92,7 @@ async def test_a_utf_16_send_is_stored_and_latin_1_is_refused(
     assert refused.status_code == 415
     assert refused.headers["content-type"] == "application/json"
     assert refused.json() == {"error": 'unsupported charset "ISO-8859-1"'}
+
+
+def test_an_empty_body_is_no_body_whatever_its_charset() -> None:
+    assert json_body.decode("application/json; charset=latin1", b"") is json_body.MISSING
