@@ -17,6 +17,7 @@ from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
 from messenger.readiness import PROBE_TIMEOUT
 from messenger.relay import OutboxRelay
+from messenger.routes import TrailingSlash
 from messenger.services import Services
 from messenger.settings import Settings
 
@@ -67,11 +68,18 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
             allow_headers=["*"],
             expose_headers=["X-Request-Id", "Link"],
         ),
-        Middleware(BodyLimitMiddleware, max_body_size=settings.json_body_limit),
+        Middleware(
+            BodyLimitMiddleware,
+            max_body_size=settings.json_body_limit,
+            timeout=settings.http_body_timeout,
+        ),
+        Middleware(TrailingSlash),
     ]
-    return Starlette(
+    app = Starlette(
         routes=ROUTES,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # a 404, never a redirect built from the Host header
+    return app

@@ -3,6 +3,7 @@
     MessengerError               an answer for the client: status + text, never internals
     ├── BadRequest (400)         malformed input or a broken rule (texts kept from Node)
     ├── NotFound (404)           an unknown conversation
+    ├── UnsupportedMediaType (415)  a body in a coding or charset the service cannot read
     ├── Unprocessable (422)      a well-formed request that contradicts an earlier one
     └── Unavailable (503)        PostgreSQL cannot be reached, or a bounded wait for it ran out
                                  (pool, lock, statement timeout); sent with Retry-After
@@ -34,6 +35,12 @@ INVALID_PATH_ID = "{name} in the path must be a positive integer, got {value!r}"
 BODY_NOT_UTF8 = "Request body is not valid UTF-8 (invalid byte at position {position})"
 BODY_NOT_JSON = "Request body is not valid JSON: {reason}"
 BODY_NOT_OBJECT = "Request body must be a JSON object"
+BODY_NOT_IN_CHARSET = "Request body is not valid {charset} (invalid byte at position {position})"
+BODY_NOT_DECODABLE = "Request body is not valid {encoding} data"
+BODY_TIMEOUT = "request body not received in time"
+# body-parser's texts for what express.json could not read.
+CONTENT_ENCODING_UNSUPPORTED = 'unsupported content encoding "{encoding}"'
+CHARSET_UNSUPPORTED = 'unsupported charset "{charset}"'
 BODY_MISSING = "Request body must be JSON sent with Content-Type: application/json"
 PARTICIPANTS_NOT_LIST = "participant_ids must be an array of two user ids"
 PARTICIPANT_NOT_ID = "participant_ids must contain positive integer user ids"
@@ -47,6 +54,7 @@ QUERY_NOT_INTEGER = "{name} must be a positive integer"
 CURSORS_EXCLUSIVE = "after_index and before_index cannot be used together"
 NOT_FOUND = "Not found"
 METHOD_NOT_ALLOWED = "Method not allowed"
+USER_ID_REPEATED = "User-Id header must be given once (got different values)"
 IDEMPOTENCY_KEY_INVALID = "Idempotency-Key header must be 1 to 255 visible ASCII characters"
 IDEMPOTENCY_KEY_REPEATED = "Idempotency-Key header must be given once (got different values)"
 IDEMPOTENCY_KEY_REUSED = (
@@ -73,8 +81,20 @@ SHARED_ERRORS = {
     "ConversationNotFound": Errors(404, "No such conversation.", [CONVERSATION_NOT_FOUND]),
     "BodyTooLarge": Errors(
         413,
-        "Body over JSON_BODY_LIMIT (default 100kb), refused before any handler runs.",
+        "Body over JSON_BODY_LIMIT (default 100kb; the inflated size of a gzip or deflate"
+        " body), refused before any handler runs.",
         [BODY_TOO_LARGE],
+    ),
+    "UnsupportedBody": Errors(
+        415,
+        "A Content-Encoding other than gzip, deflate or identity, or a charset outside the UTF"
+        " family, as express.json answered.",
+        [CONTENT_ENCODING_UNSUPPORTED, CHARSET_UNSUPPORTED],
+    ),
+    "BodyTimeout": Errors(
+        408,
+        "The body did not arrive within HTTP_BODY_TIMEOUT; the connection is closed.",
+        [BODY_TIMEOUT],
     ),
     "DatabaseUnavailable": Errors(
         503,
@@ -104,6 +124,10 @@ class BadRequest(MessengerError):
 
 class NotFound(MessengerError):
     status_code = 404
+
+
+class UnsupportedMediaType(MessengerError):
+    status_code = 415
 
 
 class Unprocessable(MessengerError):

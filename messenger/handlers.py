@@ -26,6 +26,7 @@ from messenger.errors import (
     PARTICIPANTS_NOT_LIST,
     QUERY_NOT_INTEGER,
     UNKNOWN_PARTICIPANTS,
+    USER_ID_REPEATED,
     USER_ID_REQUIRED,
     BadRequest,
     Errors,
@@ -63,11 +64,17 @@ def _user_id(request: Request) -> int:
 
 
 def _optional_user_id(request: Request) -> int | None:
-    """The `User-Id` header if given; given but not a canonical positive integer is an error."""
-    header = request.headers.get("user-id")
-    if header is None:
+    """The `User-Id` header if given; given but not a canonical positive integer is an error.
+
+    Given twice with different values, it names no one: a 400 (the same value twice names
+    one user, as a proxy repeating a header would, and is accepted, as for Idempotency-Key).
+    """
+    values = request.headers.getlist("user-id")
+    if not values:
         return None
-    user_id = _integer(header, minimum=1)
+    if len(set(values)) > 1:
+        raise BadRequest(USER_ID_REPEATED)
+    user_id = _integer(values[0], minimum=1)
     if user_id is None:
         raise BadRequest(USER_ID_REQUIRED)
     return user_id

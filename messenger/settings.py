@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     request, from its first byte for each next one; then 408 and the connection is closed
     (slowloris). Idle keep-alive connections wait `KEEP_ALIVE_TIMEOUT` instead.
     """
+    http_body_timeout: float = Field(default=30.0, gt=0, le=300)
+    """Seconds a request's body may take to arrive, counted from the end of its headers; a body not
+    complete by then is answered 408 and its connection closed. 30 s carries a body of
+    `JSON_BODY_LIMIT`'s default (100 kB) over a 64 kbit/s link twice over, while a client that
+    stalls holds its connection a tenth as long as Node's `requestTimeout` (300 s) allowed.
+    """
     pghost: str
     """PostgreSQL's host name or address, or a Unix socket directory (a path starting with `/`)."""
     pgport: Port

@@ -1,8 +1,8 @@
 """Static checks of what ships the service: both Dockerfiles (hadolint), every shell script
 (shellcheck), the load balancer's nginx configuration (`nginx -t`, with instances and with none),
 docker-compose.yml (Compose v2's own `config` and the Compose Specification schema), and the
-image's layout run for real: `python -m messenger` from a directory holding only messenger/ and
-migrations/, as in /app."""
+image's layout run for real: `python -m messenger` from a directory holding only messenger/
+(its migrations included), as in /app."""
 
 import asyncio
 import json
@@ -82,12 +82,8 @@ def test_service_image_is_slim_multi_stage_non_root_under_an_init():
 
 def test_docker_build_context_holds_only_what_the_image_needs():
     lines = (ROOT / ".dockerignore").read_text().split()
-    assert lines[lines.index("*") :][:4] == [
-        "*",
-        "!requirements.lock",
-        "!messenger/",
-        "!migrations/",
-    ]
+    assert lines[lines.index("*") :][:3] == ["*", "!requirements.lock", "!messenger/"]
+    assert not [line for line in lines if line.startswith("!")][2:]
 
 
 def test_load_balancer_image_pins_and_verifies_consul_template():
@@ -281,9 +277,9 @@ def test_compose_file_holds_no_secret_and_refuses_to_start_without_them(tmp_path
 
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
-    """What the Dockerfile copies to /app: messenger/ and migrations/, nothing else."""
-    for name in ("messenger", "migrations"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    """What the Dockerfile copies to /app: messenger/ (its migrations included), nothing else."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "messenger", tmp_path / "messenger", ignore=ignore)
     return tmp_path
 
 

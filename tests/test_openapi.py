@@ -77,7 +77,15 @@ def matches(schema: dict[str, Any], text: str) -> bool:
     )
 
 
-SAMPLES = {"id": 42, "request_id": "abc-1", "position": 3, "reason": "x", "name": "limit"}
+SAMPLES = {
+    "id": 42,
+    "request_id": "abc-1",
+    "position": 3,
+    "reason": "x",
+    "name": "limit",
+    "charset": "UTF-16",
+    "encoding": "gzip",
+}
 
 
 def test_every_error_text_of_the_code_is_in_the_document() -> None:
