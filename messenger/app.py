@@ -3,6 +3,7 @@
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -17,10 +18,12 @@ from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
 from messenger.events import OutboxRelay
 from messenger.idempotency import KeySweeper
+from messenger.keys import KeySet
 from messenger.metrics import PROBE_TIMEOUT, Metrics
 from messenger.page_cache import PageCache
 from messenger.services import Services
 from messenger.settings import Settings
+from messenger.tokens import TokenVerifier
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -57,6 +60,18 @@ ROUTES = [
 ]
 
 
+@contextlib.asynccontextmanager
+async def token_verifier(settings: Settings) -> AsyncIterator[TokenVerifier]:
+    """AUTH_MODE=jwt: the verifier, with the HTTP client that fetches the key set."""
+    timeout = httpx.Timeout(settings.auth_jwks_timeout)
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        keys = KeySet(client, settings)
+        try:
+            yield TokenVerifier(settings, keys)
+        finally:
+            await keys.close()
+
+
 def create_app(settings: Settings, *, registration: Registration | None = None) -> Starlette:
     """The app; `registration` is shared with the entrypoint that deregisters on a signal.
 
@@ -81,6 +96,8 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
                 discovery=registration,
                 metrics=metrics,
             )
+            if settings.auth_mode == "jwt":
+                services.tokens = await stack.enter_async_context(token_verifier(settings))
             if settings.relay_enabled:
                 services.relay = OutboxRelay(settings, services.outbox_pending)
                 services.relay.start()

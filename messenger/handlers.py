@@ -1,16 +1,16 @@
 """HTTP handlers: parse and validate the request, call one data function, shape the response."""
 
-import re
 from typing import Any
 
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from messenger import db, json_body
+from messenger import db, identity, json_body
 from messenger.errors import (
     BODY_MISSING,
     BODY_NOT_OBJECT,
+    CALLER_NOT_PARTICIPANT,
     CONTENT_EMPTY,
     CONTENT_HAS_NUL,
     CONTENT_NOT_STRING,
@@ -26,55 +26,22 @@ from messenger.errors import (
     PARTICIPANTS_NOT_LIST,
     QUERY_NOT_INTEGER,
     UNKNOWN_PARTICIPANTS,
-    USER_ID_REQUIRED,
     BadRequest,
+    Forbidden,
     NotFound,
     Unprocessable,
 )
 from messenger.idempotency import idempotency_key
+from messenger.ids import integer
 from messenger.metrics import probe, readiness
 from messenger.page_cache import render_page
 from messenger.responses import JSONResponse
 from messenger.services import Services
 
-MAX_ID = 2**63 - 1  # ids are PostgreSQL bigints
-_CANONICAL_INTEGER = re.compile(r"(0|[1-9][0-9]{0,18})")
-
-
-def _integer(value: object, *, minimum: int) -> int | None:
-    """`value` as an integer in [minimum, MAX_ID]: a JSON integer or its canonical decimal text."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        if not _CANONICAL_INTEGER.fullmatch(value):
-            return None
-        value = int(value)
-    if isinstance(value, int) and minimum <= value <= MAX_ID:
-        return value
-    return None
-
-
-def _user_id(request: Request) -> int:
-    user_id = _optional_user_id(request)
-    if user_id is None:
-        raise BadRequest(USER_ID_REQUIRED)
-    return user_id
-
-
-def _optional_user_id(request: Request) -> int | None:
-    """The `User-Id` header if given; given but not a canonical positive integer is an error."""
-    header = request.headers.get("user-id")
-    if header is None:
-        return None
-    user_id = _integer(header, minimum=1)
-    if user_id is None:
-        raise BadRequest(USER_ID_REQUIRED)
-    return user_id
-
 
 def _path_id(request: Request, name: str) -> int:
     raw = request.path_params[name]
-    value = _integer(raw, minimum=1)
+    value = integer(raw, minimum=1)
     if value is None:
         raise BadRequest(INVALID_PATH_ID.format(name=name.replace("_", " "), value=raw[:40]))
     return value
@@ -84,7 +51,7 @@ def _query_integer(request: Request, name: str, *, minimum: int) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    value = _integer(raw, minimum=minimum)
+    value = integer(raw, minimum=minimum)
     if value is None:
         raise BadRequest(QUERY_NOT_INTEGER.format(name=name))
     return value
@@ -114,7 +81,7 @@ def _participants(body: object) -> tuple[int, int]:
         raise BadRequest(PARTICIPANTS_NOT_LIST)
     if len(raw) != 2:
         raise BadRequest(NEED_TWO_USERS)
-    first, second = (_integer(item, minimum=1) for item in raw)
+    first, second = (integer(item, minimum=1) for item in raw)
     if first is None or second is None:
         raise BadRequest(PARTICIPANT_NOT_ID)
     if first == second:
@@ -166,7 +133,10 @@ async def metrics(request: Request) -> Response:
 
 
 async def create_conversation(request: Request) -> Response:
+    creator_id = await identity.verified_caller(request)
     low_id, high_id = _participants(await _json_body(request))
+    if creator_id is not None and creator_id not in (low_id, high_id):
+        raise Forbidden(CALLER_NOT_PARTICIPANT)
     services = Services.of(request)
     async with db.unavailable_as_503():
         created = await db.create_conversation(services.pool, low_id, high_id)
@@ -180,7 +150,7 @@ async def create_conversation(request: Request) -> Response:
 
 
 async def list_conversations(request: Request) -> Response:
-    user_id = _user_id(request)
+    user_id = await identity.caller(request)
     services = Services.of(request)
     async with db.unavailable_as_503():
         rows = await db.list_conversations(services.pool, user_id)
@@ -188,7 +158,7 @@ async def list_conversations(request: Request) -> Response:
 
 
 async def send_message(request: Request) -> Response:
-    user_id = _user_id(request)
+    user_id = await identity.caller(request)
     conversation_id = _path_id(request, "conversation_id")
     key = idempotency_key(request)
     content = _content(await _json_object(request))
@@ -240,7 +210,7 @@ async def list_messages(request: Request) -> Response:
     instance rendered before is served again while the conversation's counter says it is
     current (see page_cache); the reader and the conversation are checked on every read.
     """
-    reader_id = _optional_user_id(request)
+    reader_id = await identity.optional_caller(request)
     conversation_id = _path_id(request, "conversation_id")
     services = Services.of(request)
     page_max = services.settings.messages_page_max
@@ -271,9 +241,9 @@ async def list_messages(request: Request) -> Response:
 
 
 async def set_view_horizon(request: Request) -> Response:
-    user_id = _user_id(request)
+    user_id = await identity.caller(request)
     conversation_id = _path_id(request, "conversation_id")
-    index = _integer((await _json_object(request)).get("index"), minimum=0)
+    index = integer((await _json_object(request)).get("index"), minimum=0)
     if index is None:
         raise BadRequest(INDEX_NOT_INTEGER)
     services = Services.of(request)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from messenger import __version__, errors
-from messenger.handlers import MAX_ID
+from messenger.ids import MAX_ID
 
 Schema = dict[str, Any]
 

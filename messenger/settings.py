@@ -13,7 +13,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from messenger.body_limit import parse_size
 
@@ -32,6 +32,51 @@ def _check_go_duration(text: str) -> str:
 
 
 GoDuration = Annotated[str, AfterValidator(_check_go_duration)]
+
+# Signature algorithms AUTH_ALGORITHMS may name: public-key ones only. `none` and HMAC (HS*)
+# are refused, so a token can never be "signed" with nothing or with the published key.
+SIGNING_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+
+
+def _empty_as_unset(value: object) -> object:
+    """`AUTH_ISSUER=` (as compose writes an unset `${VAR:-}`) means not set."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _check_http_url(url: str | None) -> str | None:
+    if url is not None and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
+        raise ValueError("expected an http:// or https:// URL")
+    return url
+
+
+def _algorithm_list(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(name.strip() for name in value.split(",") if name.strip())
+    return value
+
+
+def _check_algorithms(names: tuple[str, ...]) -> tuple[str, ...]:
+    if not names:
+        raise ValueError("name at least one algorithm, e.g. RS256,ES256,EdDSA")
+    for name in names:
+        if name not in SIGNING_ALGORITHMS:
+            raise ValueError(
+                f"{name[:20]!r} is not accepted; choose from {', '.join(SIGNING_ALGORITHMS)}"
+                " (never none or HMAC)"
+            )
+    return names
+
+
+OptionalText = Annotated[str | None, BeforeValidator(_empty_as_unset)]
+HttpUrl = Annotated[str | None, BeforeValidator(_empty_as_unset), AfterValidator(_check_http_url)]
+Algorithms = Annotated[
+    tuple[str, ...],
+    NoDecode,
+    BeforeValidator(_algorithm_list),
+    AfterValidator(_check_algorithms),
+]
 
 # Defaults each profile gave in the Node service's convict files; what a profile leaves out
 # must come from the environment.
@@ -143,6 +188,58 @@ class Settings(BaseSettings):
     schema_wait_timeout: float = Field(default=300.0, gt=0)
     schema_wait_interval: float = Field(default=2.0, gt=0)
 
+    auth_mode: Literal["header", "jwt"] = Field(
+        default="header",
+        description="How the caller is known: `header` trusts the User-Id header as sent (only"
+        " behind a gateway that sets it); `jwt` needs `Authorization: Bearer <JWT>` on every"
+        " route but /health, /health/ready, /metrics and /openapi.json.",
+    )
+    auth_jwks_url: HttpUrl = Field(
+        default=None,
+        description="jwt mode: the JSON Web Key Set whose keys sign the tokens (the OpenID"
+        " provider's `jwks_uri`). Required in jwt mode.",
+    )
+    auth_issuer: OptionalText = Field(
+        default=None,
+        description="jwt mode: the `iss` every token must carry, exactly. Required in jwt mode.",
+    )
+    auth_audience: OptionalText = Field(
+        default=None,
+        description="jwt mode: a value the token's `aud` must contain (this service's resource"
+        " identifier at the provider). Required in jwt mode.",
+    )
+    auth_algorithms: Algorithms = Field(
+        default=("RS256", "ES256", "EdDSA"),
+        description="jwt mode: the signature algorithms accepted, comma-separated, from"
+        " RS256/384/512, PS256/384/512, ES256/384/512 and EdDSA (`none` and HMAC never).",
+    )
+    auth_leeway: int = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="jwt mode: seconds of clock skew allowed when checking exp, nbf and iat.",
+    )
+    auth_user_claim: str = Field(
+        default="sub",
+        min_length=1,
+        description="jwt mode: the claim holding the caller's user id, a positive integer or its"
+        " decimal string.",
+    )
+    auth_jwks_min_refresh: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="jwt mode: a token signed by a key not in the cached key set refetches the"
+        " set at most once in this many seconds (rotation is followed without a restart).",
+    )
+    auth_jwks_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="jwt mode: how long one fetch of the key set may take in all; a request"
+        " waiting for it gets 503 with Retry-After when it runs out.",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 
@@ -161,9 +258,27 @@ class Settings(BaseSettings):
                 "MESSENGER_ENV/NODE_ENV: expected 'production', 'development' or 'test'"
             )
         for key, value in lowered.items():
-            if isinstance(value, str) and key in {"log_level", "log_format", "messenger_env"}:
+            if isinstance(value, str) and key in {
+                "log_level",
+                "log_format",
+                "messenger_env",
+                "auth_mode",
+            }:
                 lowered[key] = value.lower()
         return {**defaults, **lowered}
+
+    @model_validator(mode="after")
+    def _check_jwt_mode(self) -> "Settings":
+        if self.auth_mode == "jwt":
+            required = ("auth_jwks_url", "auth_issuer", "auth_audience")
+            missing = [name.upper() for name in required if getattr(self, name) is None]
+            if missing:
+                them = "them" if len(missing) > 1 else "it"
+                raise ValueError(
+                    f"{', '.join(missing)}: required when AUTH_MODE=jwt"
+                    f" (set {them} in the environment)"
+                )
+        return self
 
     @property
     def broker_host(self) -> str:
