@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import orjson
-from jwt import PyJWK, PyJWKError
+from jwt import PyJWK, PyJWTError
 
 from messenger.settings import Settings
 
@@ -134,8 +134,10 @@ class KeySet:
         try:
             async with asyncio.timeout(self._timeout):
                 keys = await self._download()
-        except (KeySetError, TimeoutError) as error:
+        except Exception as error:
             self._last_failed = True
+            if not isinstance(error, KeySetError | TimeoutError):
+                log.exception("token key set %s: unexpected error reading it", self._url)
             reason = str(error) or f"no answer within {self._timeout:g}s"
             log.warning(
                 "token key set %s not fetched: %s; cached keys (%d) stay in use, next try in"
@@ -209,6 +211,6 @@ class KeySet:
             return None
         try:
             key = PyJWK(entry, algorithm=next(iter(algorithms)))
-        except (PyJWKError, ValueError, TypeError):
+        except (PyJWTError, ValueError, TypeError):  # a member missing or not a valid key
             return None
         return VerificationKey(entry["kid"], key.key, algorithms)

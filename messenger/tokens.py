@@ -126,7 +126,9 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "iss", "aud"]},
+                # `sub` may be a number here (contract section 9): the user claim is checked
+                # below, whichever claim AUTH_USER_CLAIM names.
+                options={"require": ["exp", "iss", "aud"], "verify_sub": False},
             )
         except ExpiredSignatureError:
             raise Unauthorized(TOKEN_EXPIRED) from None
