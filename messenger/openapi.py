@@ -106,6 +106,8 @@ def _ref(kind: str, name: str) -> Schema:
 _BAD_USER_ID = (errors.USER_ID_REQUIRED,)
 _BAD_BODY = (errors.BODY_NOT_UTF8, errors.BODY_NOT_JSON)
 _COMMON = {
+    "401": _ref("responses", "Unauthorized"),
+    "403": _ref("responses", "Forbidden"),
     "500": _ref("responses", "InternalError"),
     "503": _ref("responses", "DatabaseUnavailable"),
 }
@@ -537,6 +539,15 @@ _COMPONENTS: dict[str, Any] = {
             "schema": {"type": "string", "pattern": '^<[^>]+>; rel="(next|prev)"$'},
         },
         "Retry-After": {"description": "Seconds.", "schema": {"type": "string"}},
+        "WWW-Authenticate": {
+            "description": 'RFC 6750: `Bearer realm="messenger"`, plus '
+            '`error="invalid_token"` when a token was sent.',
+            "required": True,
+            "schema": {
+                "type": "string",
+                "pattern": '^Bearer realm="messenger"(, error="invalid_token")?$',
+            },
+        },
     },
     "responses": {
         "ConversationNotFound": _error("No such conversation.", errors.CONVERSATION_NOT_FOUND),
@@ -546,10 +557,39 @@ _COMPONENTS: dict[str, Any] = {
         ),
         "DatabaseUnavailable": _error(
             "PostgreSQL cannot be reached right now, or a bounded wait for it (a pool "
-            "connection, a lock, a statement) ran out.",
+            "connection, a lock, a statement) ran out; with AUTH_MODE=jwt also: the token "
+            "signing keys cannot be fetched and the token needs a key not cached.",
             errors.DATABASE_UNAVAILABLE,
             errors.DATABASE_BUSY,
+            errors.KEYS_UNAVAILABLE,
             headers={"Retry-After": _ref("headers", "Retry-After")},
+        ),
+        "Unauthorized": _error(
+            "AUTH_MODE=jwt only: no bearer token, or one that does not verify; the text names "
+            "the problem, never the token.",
+            errors.TOKEN_REQUIRED,
+            errors.TOKEN_NOT_BEARER,
+            errors.TOKEN_REPEATED,
+            errors.TOKEN_TOO_LARGE,
+            errors.TOKEN_MALFORMED,
+            errors.TOKEN_ALGORITHM,
+            errors.TOKEN_NO_KEY_ID,
+            errors.TOKEN_UNKNOWN_KEY,
+            errors.TOKEN_BAD_SIGNATURE,
+            errors.TOKEN_EXPIRED,
+            errors.TOKEN_NOT_YET_VALID,
+            errors.TOKEN_WRONG_ISSUER,
+            errors.TOKEN_WRONG_AUDIENCE,
+            errors.TOKEN_CLAIM_MISSING,
+            errors.TOKEN_CLAIM_INVALID,
+            errors.TOKEN_USER_INVALID,
+            headers={"WWW-Authenticate": _ref("headers", "WWW-Authenticate")},
+        ),
+        "Forbidden": _error(
+            "AUTH_MODE=jwt only: a User-Id header naming another user than the token, or "
+            "(POST /conversations) a caller who is not one of the participants.",
+            errors.USER_ID_NOT_TOKEN_USER,
+            errors.CALLER_NOT_PARTICIPANT,
         ),
         "InternalError": _error(
             "A bug: logged with the request id, which is all the body names.",
