@@ -16,11 +16,12 @@ from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
-from messenger.events import OutboxRelay
 from messenger.idempotency import KeySweeper
 from messenger.keys import KeySet
-from messenger.metrics import PROBE_TIMEOUT, Metrics
+from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
+from messenger.readiness import PROBE_TIMEOUT
+from messenger.relay import OutboxRelay
 from messenger.services import Services
 from messenger.settings import Settings
 from messenger.tokens import TokenVerifier

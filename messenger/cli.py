@@ -87,7 +87,7 @@ def wait_for_schema(settings: Settings) -> int:
 def relay(settings: Settings) -> int:
     import asyncio
 
-    from messenger.events import run_relay
+    from messenger.relay import run_relay
 
     asyncio.run(run_relay(settings))
     return 0

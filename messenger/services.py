@@ -7,9 +7,9 @@ from starlette.requests import Request
 
 from messenger.db import CheckConnection, Pool
 from messenger.discovery import Registration
-from messenger.events import OutboxRelay
 from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
+from messenger.relay import OutboxRelay
 from messenger.settings import Settings
 from messenger.tokens import TokenVerifier
 

@@ -1,0 +1,101 @@
+"""Conversations (channels) and their members (users_channels): create, find, list, join."""
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from messenger.db.pool import Executor
+from messenger.db.timestamps import ISO_UTC
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    id: str | None
+    inserted_at: str | None
+    known_participants: int
+
+
+CREATE_CONVERSATION = f"""
+WITH participants AS (
+    SELECT id FROM users WHERE id = ANY(ARRAY[$1, $2]::bigint[])
+),
+channel AS (
+    INSERT INTO channels (low_user_id, high_user_id)
+    SELECT $1, $2 WHERE (SELECT count(*) FROM participants) = 2
+    ON CONFLICT (low_user_id, high_user_id) DO NOTHING
+    RETURNING id, inserted_at
+),
+members AS (
+    INSERT INTO users_channels (channel_id, user_id)
+    SELECT channel.id, participants.id FROM channel, participants
+)
+SELECT channel.id::text AS id, {ISO_UTC.format(column="channel.inserted_at")} AS inserted_at,
+       (SELECT count(*) FROM participants) AS known_participants
+FROM (SELECT 1) AS one LEFT JOIN channel ON true
+"""
+
+FIND_CONVERSATION_BETWEEN = """
+SELECT id::text FROM channels WHERE low_user_id = $1 AND high_user_id = $2
+"""
+
+
+async def create_conversation(conn: Executor, low_id: int, high_id: int) -> NewConversation:
+    """Create the conversation of two distinct users (low_id < high_id) in one statement.
+
+    `id` is None when a participant is unknown or the pair already has a conversation.
+    """
+    row = await conn.fetchrow(CREATE_CONVERSATION, low_id, high_id)
+    assert row is not None
+    return NewConversation(row["id"], row["inserted_at"], row["known_participants"])
+
+
+async def find_conversation_between(conn: Executor, low_id: int, high_id: int) -> str | None:
+    """The id of the conversation the two users share, read after a refused insert."""
+    value = await conn.fetchval(FIND_CONVERSATION_BETWEEN, low_id, high_id)
+    return None if value is None else str(value)
+
+
+LIST_CONVERSATIONS = f"""
+SELECT c.id::text AS id, {ISO_UTC.format(column="c.inserted_at")} AS inserted_at, u.name
+FROM users_channels mine
+JOIN channels c ON c.id = mine.channel_id
+JOIN users_channels other ON other.channel_id = mine.channel_id AND other.user_id <> mine.user_id
+JOIN users u ON u.id = other.user_id
+WHERE mine.user_id = $1
+ORDER BY c.id
+"""
+
+
+async def list_conversations(conn: Executor, user_id: int) -> list[asyncpg.Record]:
+    """The user's conversations, each with the other participant's name."""
+    return await conn.fetch(LIST_CONVERSATIONS, user_id)
+
+
+MEMBERSHIP = """
+SELECT EXISTS (SELECT FROM channels WHERE id = $1) AS conversation_exists,
+       EXISTS (SELECT FROM users_channels WHERE channel_id = $1 AND user_id = $2) AS is_member
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    conversation_exists: bool
+    is_member: bool
+
+
+async def membership(conn: Executor, channel_id: int, user_id: int | None) -> Membership:
+    row = await conn.fetchrow(MEMBERSHIP, channel_id, user_id)
+    assert row is not None
+    return Membership(row["conversation_exists"], row["is_member"])
+
+
+SET_VIEW_HORIZON = """
+UPDATE users_channels SET last_viewed_index = $3
+WHERE channel_id = $1 AND user_id = $2
+RETURNING 1
+"""
+
+
+async def set_view_horizon(conn: Executor, channel_id: int, user_id: int, index: int) -> bool:
+    """Store the user's last viewed index; False if the user is not a member."""
+    return await conn.fetchval(SET_VIEW_HORIZON, channel_id, user_id, index) is not None
