@@ -117,7 +117,9 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
             allow_origins=["*"],
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["*"],
-            expose_headers=["X-Request-Id", "Link"],
+            # jwt mode: a browser client may read why a token was refused (RFC 6750).
+            expose_headers=["X-Request-Id", "Link"]
+            + (["WWW-Authenticate"] if settings.auth_mode == "jwt" else []),
         ),
         Middleware(BodyLimitMiddleware, max_body_size=settings.json_body_limit),
     ]

@@ -441,3 +441,24 @@ class _Started:
 
     def close(self) -> None:
         self.server.stop()
+
+
+async def test_a_browser_may_send_the_token_cross_origin_and_read_the_challenge(
+    client: httpx.AsyncClient,
+) -> None:
+    origin = {"Origin": "https://app.example"}
+    preflight = await client.options(
+        "/conversations",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 200
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    refused = await client.get("/conversations", headers=origin)
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "*"
+    exposed = refused.headers["access-control-expose-headers"].lower()
+    assert "www-authenticate" in exposed
