@@ -1,17 +1,14 @@
 """The ASGI application: routes, middleware, error handlers, and the lifespan owning connections."""
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from messenger import db, discovery, handlers, open_files, openapi
+from messenger import db, discovery, open_files, openapi, routes
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
@@ -26,39 +23,7 @@ from messenger.services import Services
 from messenger.settings import Settings
 from messenger.tokens import TokenVerifier
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def by_method(**handlers: Handler) -> Handler:
-    """One endpoint for a path served by several methods, so a 405 lists all of them in Allow."""
-
-    async def endpoint(request: Request) -> Response:
-        return await handlers[request.method.lower()](request)
-
-    return endpoint
-
-
-ROUTES = [
-    Route("/health", handlers.health, methods=["GET"], name="health"),
-    Route("/health/ready", handlers.ready, methods=["GET"], name="ready"),
-    Route("/metrics", handlers.metrics, methods=["GET"], name="metrics"),
-    Route("/openapi.json", openapi.serve, methods=["GET"], name="openapi"),
-    Route(
-        "/conversations",
-        by_method(get=handlers.list_conversations, post=handlers.create_conversation),
-        methods=["GET", "POST"],
-    ),
-    Route(
-        "/conversations/{conversation_id}/messages",
-        by_method(get=handlers.list_messages, post=handlers.send_message),
-        methods=["GET", "POST"],
-    ),
-    Route(
-        "/conversations/{conversation_id}/view_horizon",
-        handlers.set_view_horizon,
-        methods=["POST"],
-    ),
-]
+ROUTES = [*routes.ROUTES, openapi.ROUTE]
 
 
 @contextlib.asynccontextmanager

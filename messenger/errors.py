@@ -15,6 +15,9 @@ Anything else that escapes a handler is a bug: it is logged with the request id 
 client gets a 500 JSON body naming only that id.
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -77,6 +80,68 @@ KEYS_UNAVAILABLE = "The token signing keys cannot be fetched right now, try agai
 DATABASE_UNAVAILABLE = "The database is unavailable, try again shortly"
 DATABASE_BUSY = "The database is busy, try again shortly"
 INTERNAL_ERROR = "Internal server error (request id {request_id})"
+
+
+@dataclass(frozen=True, slots=True)
+class Errors:
+    """An error status an operation answers, what it means, and the texts it can carry
+    (the OpenAPI document's example is the first)."""
+
+    status: int
+    description: str
+    texts: Sequence[str]
+
+
+# Error answers many operations share: the OpenAPI document names them once, in components.
+SHARED_ERRORS = {
+    "ConversationNotFound": Errors(404, "No such conversation.", [CONVERSATION_NOT_FOUND]),
+    "BodyTooLarge": Errors(
+        413,
+        "Body over JSON_BODY_LIMIT (default 100kb), refused before any handler runs.",
+        [BODY_TOO_LARGE],
+    ),
+    "DatabaseUnavailable": Errors(
+        503,
+        "PostgreSQL cannot be reached right now, or a bounded wait for it (a pool connection, "
+        "a lock, a statement) ran out; with AUTH_MODE=jwt also: the token signing keys cannot "
+        "be fetched and the token needs a key not cached.",
+        [DATABASE_UNAVAILABLE, DATABASE_BUSY, KEYS_UNAVAILABLE],
+    ),
+    "Unauthorized": Errors(
+        401,
+        "AUTH_MODE=jwt only: no bearer token, or one that does not verify; the text names the "
+        "problem, never the token.",
+        [
+            TOKEN_REQUIRED,
+            TOKEN_NOT_BEARER,
+            TOKEN_REPEATED,
+            TOKEN_TOO_LARGE,
+            TOKEN_MALFORMED,
+            TOKEN_ALGORITHM,
+            TOKEN_NO_KEY_ID,
+            TOKEN_UNKNOWN_KEY,
+            TOKEN_BAD_SIGNATURE,
+            TOKEN_EXPIRED,
+            TOKEN_NOT_YET_VALID,
+            TOKEN_WRONG_ISSUER,
+            TOKEN_WRONG_AUDIENCE,
+            TOKEN_CLAIM_MISSING,
+            TOKEN_CLAIM_INVALID,
+            TOKEN_USER_INVALID,
+        ],
+    ),
+    "Forbidden": Errors(
+        403,
+        "AUTH_MODE=jwt only: a User-Id header naming another user than the token, or (POST "
+        "/conversations) a caller who is not one of the participants.",
+        [USER_ID_NOT_TOKEN_USER, CALLER_NOT_PARTICIPANT],
+    ),
+    "InternalError": Errors(
+        500,
+        "A bug: logged with the request id, which is all the body names.",
+        [INTERNAL_ERROR],
+    ),
+}
 
 
 class MessengerError(Exception):

@@ -2,8 +2,9 @@
 
 import re
 
-MAX_ID = 2**63 - 1  # ids are PostgreSQL bigints
-_CANONICAL_INTEGER = re.compile(r"(0|[1-9][0-9]{0,18})")
+from messenger.schemas import ID_DIGITS, MAX_ID
+
+_CANONICAL_INTEGER = re.compile(f"(0|{ID_DIGITS})")
 
 
 def integer(value: object, *, minimum: int) -> int | None:
