@@ -78,6 +78,8 @@ class Provider:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
             self._process = None
 
     def restart(self, keys: list[SigningKey]) -> None:

@@ -221,7 +221,8 @@ def test_no_token_or_authorization_header_reaches_the_log(
             key_server.stop()  # a key-set outage is logged: still without the token
             httpx.get(f"{service.url}/conversations", headers=bearer(SigningKey("RS256").token()))
         assert service.process.stdout is not None
-        output = service.process.stdout.read().decode()
+        with service.process.stdout as stdout:
+            output = stdout.read().decode()
     assert "GET /conversations " in output  # the access log was written
     assert "token key set" in output  # and the key-set log
     for token in tokens:
