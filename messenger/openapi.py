@@ -146,6 +146,7 @@ def _operation(
     shared = ["ConversationNotFound"] if schemas.CONVERSATION_ID in path else []
     shared += ["BodyTooLarge", "UnsupportedBody"] if op.body is not None else []
     shared += ["BodyTimeout", "InternalError", "DatabaseUnavailable"] if op.database else []
+    shared += ["Unauthorized", "Forbidden"] if op.caller else []
     responses |= {str(SHARED_ERRORS[name].status): _ref("responses", name) for name in shared}
     return found | {"responses": responses}
 
@@ -194,6 +195,7 @@ def render() -> bytes:
     components: Schema = {"schemas": {}, "parameters": {}, "headers": HEADERS}
     responses = {name: _error(e, components) for name, e in SHARED_ERRORS.items()}
     responses["DatabaseUnavailable"]["headers"] = _headers(["Retry-After"])
+    responses["Unauthorized"]["headers"] = _headers(["WWW-Authenticate"])
     components["responses"] = responses
     return orjson.dumps(
         {

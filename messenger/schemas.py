@@ -273,6 +273,15 @@ HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "pattern": '^<[^>]+>; rel="(next|prev)"$'},
     },
     "Retry-After": {"description": "Seconds.", "schema": {"type": "string"}},
+    "WWW-Authenticate": {
+        "description": 'RFC 6750: `Bearer realm="messenger"`, plus `error="invalid_token"` when '
+        "a token was sent.",
+        "required": True,
+        "schema": {
+            "type": "string",
+            "pattern": '^Bearer realm="messenger"(, error="invalid_token")?$',
+        },
+    },
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import compose
 import pytest
 
+from messenger.settings import Settings
 from tests.conftest import base_settings, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,13 +142,13 @@ def test_local_stack_renders_the_templates_own_empty_upstream():
 # --- docker-compose.yml ---------------------------------------------------------------------
 
 
-def compose_config() -> dict[str, Any]:
+def compose_config(env_file: Path = ENV_EXAMPLE) -> dict[str, Any]:
     """docker-compose.yml as Compose v2 resolves it with the development .env example."""
     binary = Path(compose.__file__).parent / "docker-compose"  # the wrapper drops exit codes
     result = run(
         binary,
         "--env-file",
-        ENV_EXAMPLE,
+        env_file,
         "-f",
         ROOT / "docker-compose.yml",
         "config",
@@ -241,6 +242,26 @@ def test_compose_serving_instances_scale_and_use_the_least_privilege_user():
     assert migrator["environment"]["PGUSER"] == env["MESSENGER_DB_MIGRATOR_USER"]
     assert migrator["environment"]["APP_DB_USER"] == env["MESSENGER_DB_APPLICATION_USER"]
     assert "CONSUL_SERVICE_NAME" not in migrator["environment"]
+
+
+def test_compose_serves_in_header_mode_unless_env_picks_jwt(tmp_path):
+    environment = compose_config()["services"]["messenger"]["environment"]
+    assert environment["AUTH_MODE"] == "header"
+    assert Settings(messenger_env="test", **{k.lower(): v for k, v in environment.items()})
+
+    jwt_env = {
+        "AUTH_MODE": "jwt",
+        "AUTH_ISSUER": "https://id.example.com/",
+        "AUTH_JWKS_URL": "https://id.example.com/.well-known/jwks.json",
+        "AUTH_AUDIENCE": "https://messenger.example.com",
+    }
+    env_file = tmp_path / "jwt.env"
+    lines = ENV_EXAMPLE.read_text() + "".join(f"{k}={v}\n" for k, v in jwt_env.items())
+    env_file.write_text(lines)
+    environment = compose_config(env_file)["services"]["messenger"]["environment"]
+    assert {name: environment[name] for name in jwt_env} == jwt_env
+    settings = Settings(messenger_env="test", **{k.lower(): v for k, v in environment.items()})
+    assert settings.auth_mode == "jwt"
 
 
 def test_compose_sets_the_open_file_limit_of_the_long_running_network_services():

@@ -21,6 +21,7 @@ from messenger.access_log import AccessLogMiddleware
 from messenger.logs import ACCESS_LOGGER, Access, LogWriter, log_access, make_formatter
 from messenger.settings import Settings
 from tests.conftest import app_client
+from tests.key_server import AUDIENCE, ISSUER, SigningKey, bearer, key_set_server
 from tests.processes import serve, service_env
 
 ACCESSES = [
@@ -315,3 +316,39 @@ def test_any_method_and_path_make_one_printable_access_line(
         entry = json.loads(line)
         assert entry["path"].isprintable()
         assert entry["method"].isprintable()
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_token_or_authorization_header_reaches_the_log(
+    database: Settings, log_format: str
+) -> None:
+    key = SigningKey("ES256")
+    stranger = SigningKey("ES256")
+    with key_set_server(key) as key_server:
+        env = service_env(
+            database,
+            LOG_LEVEL="debug",
+            LOG_FORMAT=log_format,
+            AUTH_MODE="jwt",
+            AUTH_JWKS_URL=key_server.url,
+            AUTH_ISSUER=ISSUER,
+            AUTH_AUDIENCE=AUDIENCE,
+        )
+        tokens = [key.token(1), key.token(1, exp=1), stranger.token(1), "not-a-jwt-" + "x" * 40]
+        with serve(env, stdout=subprocess.PIPE) as service:
+            for token in tokens:
+                for path in ("/conversations", "/conversations/1/messages", "/nowhere"):
+                    httpx.get(f"{service.url}{path}", headers=bearer(token))
+            key_server.stop()  # a key-set outage is logged: still without the token
+            httpx.get(f"{service.url}/conversations", headers=bearer(SigningKey("RS256").token()))
+        assert service.process.stdout is not None
+        with service.process.stdout as stdout:
+            output = stdout.read().decode()
+    assert "GET /conversations " in output  # the access log was written
+    assert "token key set" in output  # and the key-set log
+    for token in tokens:
+        for part in token.split("."):
+            if len(part) > 8:
+                assert part not in output
+    assert "Bearer" not in output
+    assert "authorization" not in output.lower()

@@ -85,6 +85,9 @@ SAMPLES = {
     "name": "limit",
     "charset": "UTF-16",
     "encoding": "gzip",
+    "limit": 8192,
+    "accepted": "RS256, ES256",
+    "claim": "sub",
 }
 
 
