@@ -29,6 +29,9 @@ What it runs, in order (each round --duration seconds, after one --warmup per sc
   5. A sustained send load (--sustained seconds; not in --quick) into four conversations,
      the relay in the service, then as its own process (`python -m messenger relay`):
      sends/s, events/s, backlog and its oldest age every few seconds, then the drain.
+  6. The mixed scenario (not in --quick; alone with --mixed): 60 users in 117 conversations
+     at 256 connections, each request a read (70%), a send (20%) or a list of conversations
+     (10%) by one of its members, at random: throughput, p50, p99, CPU per request.
 A line before each step says what runs, for how long, and how much load is left.
 
 It installs what is missing (wrk, pgbench, PostgreSQL, RabbitMQ, .venv), creates its own
@@ -43,6 +46,7 @@ typical runs:
   scripts/bench --logs-off       the service with LOG_LEVEL=warning (no access log)
   scripts/bench --auth jwt       every request with a bearer token (AUTH_MODE=jwt)
   scripts/bench --auth-compare --rounds 5   jwt mode against header mode, read and send
+  scripts/bench --mixed --rounds 5          only the mixed scenario, 5 rounds
   scripts/bench --rounds 5 --sustained 120 --skip-large --keep-database
 
 environment:
@@ -154,6 +158,12 @@ def parser() -> argparse.ArgumentParser:
         help="only the read and the send, AUTH_MODE=header and jwt by turns (--rounds each):"
         " throughput and CPU per request of jwt mode against header mode",
     )
+    add(
+        "--mixed",
+        action="store_true",
+        help="only the mixed scenario (--rounds rounds): reads, sends and lists of"
+        " conversations by many users at 256 connections",
+    )
     return options
 
 
@@ -163,7 +173,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     for name, default in zip(("duration", "warmup", "sustained"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
-    args.skip_large = args.skip_large or args.quick or args.auth_compare
+    args.skip_large = args.skip_large or args.quick or args.auth_compare or args.mixed
+    if args.mixed:
+        args.sustained = 0.0
     return args
 
 

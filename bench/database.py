@@ -88,3 +88,27 @@ def fill(database: Database, conversation: int, user_id: int, count: int) -> flo
         """  # noqa: S608
     )
     return time.monotonic() - started
+
+
+def add_users(database: Database, count: int, prefix: str) -> list[int]:
+    """`count` more users named `prefix 1`, `prefix 2`, ...; returns their ids."""
+    count = int(count)
+    names = f"SELECT '{prefix} ' || i FROM generate_series(1, {count}) AS i"  # noqa: S608
+    ids = database.psql(f"INSERT INTO users (name) {names} RETURNING id")
+    return [int(line) for line in ids.splitlines()]
+
+
+def fill_each(database: Database, conversations: list[int], count: int) -> None:
+    """Give each conversation `count` messages from its first member, in one statement."""
+    ids = ",".join(str(int(conversation)) for conversation in conversations)
+    count = int(count)
+    database.psql(
+        f"""
+        BEGIN;
+        INSERT INTO messages (content, user_id, channel_id, index)
+        SELECT 'message number ' || i, c.low_user_id, c.id, i
+        FROM channels c, generate_series(1, {count}) AS i WHERE c.id IN ({ids});
+        UPDATE channels SET last_index = {count} WHERE id IN ({ids});
+        COMMIT;
+        """  # noqa: S608
+    )

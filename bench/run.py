@@ -118,6 +118,9 @@ def run_all(args: argparse.Namespace, scratch: Path, tokens: Tokens | None) -> N
     )
     section("setup")
     conversations = scenarios.setup(service, args, scratch)
+    if args.mixed:
+        run_mixed(args, service, conversations, progress, table)
+        return
 
     title = f"the service under wrk and its SQL under pgbench, alternated, {rounds_of(rounds)} each"
     section(title)
@@ -158,6 +161,10 @@ def run_all(args: argparse.Namespace, scratch: Path, tokens: Tokens | None) -> N
             for name, keyed_rounds in keyed.items():
                 row = f"{name} ({scenarios.KEYED_ROUNDS} rounds, medians)"
                 table.http(row, 32, median_result(keyed_rounds))
+            section("mixed: many users and conversations")
+            load = scenarios.mixed_load(conversations)
+            mixed = scenarios.mixed(service, conversations, args, progress)
+            table.http(f"{load.name} (median round)", load.connections, median_result(mixed))
         rss, peak_rss = service.memory_mb()
     finally:
         service.stop()
@@ -196,6 +203,32 @@ def run_all(args: argparse.Namespace, scratch: Path, tokens: Tokens | None) -> N
     check(Figures(paired, single, large, runs, rss), table)
     for line in table.target_lines():
         say(line)
+
+
+def run_mixed(
+    args: argparse.Namespace,
+    service: Service,
+    conversations: scenarios.Conversations,
+    progress: Progress,
+    table: Report,
+) -> None:
+    """--mixed: the mixed scenario alone, the relay on, as in the full run."""
+    load = scenarios.mixed_load(conversations)
+    section(f"{load.name}, {rounds_of(args.rounds)}")
+    asyncio.run(delete_queue(args.queue))
+    service.start(relay=True, logs=not args.logs_off)
+    try:
+        results = scenarios.mixed(service, conversations, args, progress)
+        rss, peak_rss = service.memory_mb()
+    finally:
+        service.stop()
+        asyncio.run(delete_queue(args.queue))
+    table.http(f"{load.name} (median round)", load.connections, median_result(results))
+    section("figures")
+    for line in table.table():
+        say(line)
+    say(f"  resident memory after the run: {rss:.0f} MB (peak {peak_rss:.0f} MB)")
+    say(f"  took {clock(time.monotonic() - progress.started)}")
 
 
 def main(args: argparse.Namespace) -> int:

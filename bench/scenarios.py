@@ -8,6 +8,9 @@
   short alternated rounds (not with --skip-large or --quick).
 - Sends without an Idempotency-Key, with a new key each and repeating one key, alternated
   (not in --quick).
+- The mixed scenario (not in --quick; alone with --mixed): MIXED_USERS users in MIXED_PAIRS
+  conversations at 256 connections, each request a read (70%), a send (20%) or a list of
+  conversations (10%) by a member, picked at random (bench/wrk.lua).
 """
 
 import argparse
@@ -21,6 +24,10 @@ from bench.pgbench import pgbench, write_scripts
 from bench.service import Service
 from bench.wrk import MESSAGE_CONTENT, NEW_KEY_EACH, READER, Load, WrkResult, send_load, wrk
 
+MIXED_USERS = 60  # each in up to four conversations: with its two next and two previous users
+MIXED_MESSAGES = 30  # per conversation at the start: a read's first page is a full one
+MIXED_SHARES = (70, 20)  # percent reads and sends; the rest lists conversations
+MIXED_CONNECTIONS = 256
 LARGE_ROUNDS = 4  # of the empty vs 1M-message comparison, seconds / LARGE_ROUNDS each
 KEYED_ROUNDS = 3  # of the send with and without an Idempotency-Key, alternated
 ROUND_WARMUP = 1.0  # seconds before each of those short rounds
@@ -35,6 +42,7 @@ class Conversations:
     large: int
     sustained: list[int]
     keyed: int
+    mixed: list[tuple[int, int, int]]  # (conversation, member, member)
 
 
 def setup(service: Service, args: argparse.Namespace, scratch: Path) -> Conversations:
@@ -46,6 +54,7 @@ def setup(service: Service, args: argparse.Namespace, scratch: Path) -> Conversa
         f"database {service.database.name} {how} with the migrate and seed jobs;"
         " pgbench scripts written from messenger.db"
     )
+    mixed_users = database.add_users(service.database, MIXED_USERS, "mixed user")
     service.start(relay=False, logs=False)
     try:
         # Users 1-3 are the seeded ones, 4-9 bench users; each pair shares one conversation.
@@ -58,10 +67,16 @@ def setup(service: Service, args: argparse.Namespace, scratch: Path) -> Conversa
             large=service.create_conversation(4, 6),
             sustained=[service.create_conversation(7, high) for high in (5, 6, 8, 9)],
             keyed=service.create_conversation(8, 9),
+            mixed=[
+                (service.create_conversation(low, high), low, high)
+                for number, low in enumerate(mixed_users)
+                for high in mixed_users[number + 1 : number + 3]
+            ],
         )
     finally:
         service.stop()
     database.fill(service.database, conversations.read, 1, 100)
+    database.fill_each(service.database, [c for c, _, _ in conversations.mixed], MIXED_MESSAGES)
     if not args.skip_large:
         say(f"filling conversation {conversations.large} with {args.large_messages:,} messages")
         took = database.fill(service.database, conversations.large, 4, args.large_messages)
@@ -132,6 +147,32 @@ def once(service: Service, load: Load, args: argparse.Namespace, progress: Progr
     result = wrk(service, load, args.duration, args.warmup)
     say(f"  {report.single_line(load.name, load.connections, result)}")
     return result
+
+
+def mixed_load(conv: Conversations) -> Load:
+    """Many users and conversations: reads, sends and lists of conversations by members.
+
+    Event streams are not part of it yet: once the service serves GET /events, open a stream
+    per member of `conv.mixed` here (or beside wrk, in `mixed`) for the run's duration.
+    """
+    reads, sends = MIXED_SHARES
+    name = f"mixed: {reads}% reads, {sends}% sends, {100 - reads - sends}% lists"
+    return Load(name, "/health", MIXED_CONNECTIONS, mixed=tuple(conv.mixed), shares=MIXED_SHARES)
+
+
+def mixed(
+    service: Service, conv: Conversations, args: argparse.Namespace, progress: Progress
+) -> list[WrkResult]:
+    """The mixed scenario, --rounds rounds (one warm-up): each round printed, then medians."""
+    load = mixed_load(conv)
+    results: list[WrkResult] = []
+    for number in range(1, args.rounds + 1):
+        warmup = args.warmup if number == 1 else 0
+        progress.step(f"{load.name}, round {number}/{args.rounds}", args.duration + warmup)
+        results.append(wrk(service, load, args.duration, warmup))
+    for line in report.rounds_lines(load.name, load.connections, results):
+        say(f"  {line}")
+    return results
 
 
 def large_rounds(
@@ -215,11 +256,15 @@ def planned_seconds(args: argparse.Namespace) -> float:
     seconds, warmup = args.duration, args.warmup
     if args.auth_compare:
         return float(2 * 2 * (args.rounds * seconds + warmup))
+    mixed = args.rounds * seconds + warmup
+    if args.mixed:
+        return float(mixed)
     alternated_count = 2 if args.quick else 3
     total = alternated_count * (args.rounds * 2 * seconds + 2 * warmup)
     if not args.quick:
         total += 2 * (seconds + warmup)  # /health and the send at 256
         total += KEYED_ROUNDS * 3 * (seconds + ROUND_WARMUP)
+        total += mixed
     if not args.skip_large:
         total += LARGE_ROUNDS * 2 * (seconds / LARGE_ROUNDS + ROUND_WARMUP)
     if args.sustained > 0:

@@ -8,6 +8,11 @@
 --   BENCH_IDEMPOTENCY_KEY         value of the Idempotency-Key header when set (every request
 --                                 a repeat of the first), or
 --   BENCH_IDEMPOTENCY_KEY_PREFIX  a new Idempotency-Key per request: this prefix and a number
+--   BENCH_MIXED    "conversation:member:member ..." (the mixed scenario): every request picks,
+--                  by BENCH_MIXED_SHARES ("reads sends" percentages, the rest lists), a read
+--                  of a conversation, a send into one (body BENCH_MIXED_BODY) or the list of
+--                  a user's conversations, as one of its members, chosen at random
+--   BENCH_MIXED_TOKENS  "user:token ..." (AUTH_MODE=jwt): the members' bearer tokens
 -- Requests are built once here, so wrk spends no Lua time per request beyond picking one
 -- (except with a new key per request).
 
@@ -55,6 +60,51 @@ if key_prefix ~= nil and key_prefix ~= "" then
     sent = sent + 1
     wrk.headers["Idempotency-Key"] = key_prefix .. sent
     return wrk.format()
+  end
+end
+
+local mixed = os.getenv("BENCH_MIXED")
+if mixed ~= nil and mixed ~= "" then
+  local tokens = {}
+  for user, token in string.gmatch(os.getenv("BENCH_MIXED_TOKENS") or "", "(%d+):(%S+)") do
+    tokens[user] = token
+  end
+  local function as(user, extra)  -- the headers naming the caller, as each auth mode wants it
+    local headers = extra or {}
+    if tokens[user] ~= nil then
+      headers["Authorization"] = "Bearer " .. tokens[user]
+    else
+      headers["User-Id"] = user
+    end
+    return headers
+  end
+  local send_body = os.getenv("BENCH_MIXED_BODY")
+  local reads, sends, lists, listed = {}, {}, {}, {}
+  local read_share, send_share = string.match(os.getenv("BENCH_MIXED_SHARES"), "(%d+) (%d+)")
+  read_share, send_share = tonumber(read_share), tonumber(send_share)
+  -- Built in init: wrk knows the Host header by then, not while it loads this script.
+  function init(args)
+    for conversation, first, second in string.gmatch(mixed, "(%d+):(%d+):(%d+)") do
+      local path = "/conversations/" .. conversation .. "/messages"
+      for _, user in ipairs({first, second}) do
+        reads[#reads + 1] = wrk.format("GET", path, as(user))
+        local json = {["Content-Type"] = "application/json"}
+        sends[#sends + 1] = wrk.format("POST", path, as(user, json), send_body)
+        if not listed[user] then
+          listed[user] = true
+          lists[#lists + 1] = wrk.format("GET", "/conversations", as(user))
+        end
+      end
+    end
+  end
+  function request()
+    local pick = math.random(100)
+    if pick <= read_share then
+      return reads[math.random(#reads)]
+    elseif pick <= read_share + send_share then
+      return sends[math.random(#sends)]
+    end
+    return lists[math.random(#lists)]
   end
 end
 

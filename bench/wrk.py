@@ -31,6 +31,10 @@ class Load:
     user_id: int | None = None
     more_paths: tuple[str, ...] = ()  # cycled through with `path`
     idempotency_key: str = ""  # "": none; NEW_KEY_EACH: a new one per request; else this one
+    # The mixed scenario: (conversation, member, member) to pick from, and the percentages of
+    # reads and sends (the rest lists conversations); `path` and `method` are then unused.
+    mixed: tuple[tuple[int, int, int], ...] = ()
+    shares: tuple[int, int] = (70, 20)
 
 
 def send_load(name: str, conversations: list[int], connections: int, user_id: int) -> Load:
@@ -74,7 +78,17 @@ def wrk_command(service: Service, load: Load, seconds: float) -> tuple[list[str]
         "BENCH_IDEMPOTENCY_KEY": "",
         "BENCH_IDEMPOTENCY_KEY_PREFIX": "",
         "BENCH_AUTHORIZATION": "",
+        "BENCH_MIXED": " ".join(":".join(map(str, triple)) for triple in load.mixed),
+        "BENCH_MIXED_SHARES": " ".join(map(str, load.shares)),
+        "BENCH_MIXED_BODY": MESSAGE_BODY,
+        "BENCH_MIXED_TOKENS": "",
     }
+    if load.mixed and service.tokens is not None:
+        members = sorted({user for _, *pair in load.mixed for user in pair})
+        env["BENCH_MIXED_TOKENS"] = " ".join(
+            f"{user}:{service.tokens.authorization(user).removeprefix('Bearer ')}"
+            for user in members
+        )
     if service.tokens is not None:  # the token names the caller, as a jwt-mode client sends it
         caller = READER if load.user_id is None else load.user_id
         env["BENCH_AUTHORIZATION"] = service.tokens.authorization(caller)

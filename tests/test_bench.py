@@ -9,6 +9,8 @@ import asyncio
 import re
 import shutil
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import asyncpg
@@ -16,10 +18,12 @@ import httpx
 import jwt
 import pytest
 
-from bench import auth, cli, figures, output, report
+from bench import auth, cli, figures, output, report, scenarios
 from bench import pgbench as bench_sql
+from bench.database import Database
 from bench.pgbench import PgbenchResult
-from bench.wrk import WrkResult
+from bench.service import Service
+from bench.wrk import Load, WrkResult, wrk_command
 from messenger import db
 from messenger.settings import Settings
 from tests import factories
@@ -330,3 +334,62 @@ def test_jwt_tokens_are_served_by_a_key_set_the_service_accepts() -> None:
         issuer=settings.auth_issuer,
     )
     assert claims["sub"] == "7"
+
+
+def test_the_mixed_option_runs_only_the_mixed_scenario() -> None:
+    args = cli.parse(["--mixed"])
+    assert args.mixed
+    assert args.skip_large
+    assert args.sustained == 0.0
+    assert scenarios.planned_seconds(args) == args.rounds * args.duration + args.warmup
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_the_mixed_load_sends_reads_sends_and_lists_by_members(tmp_path: Path) -> None:
+    seen: list[tuple[str, str, str | None, str | None]] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def answer(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            self.rfile.read(length)
+            seen.append((self.command, self.path, self.headers["User-Id"], self.headers["Host"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        database = Database("127.0.0.1", 5432, "postgres", "unused")
+        service = Service(database, server.server_address[1], "unused", tmp_path / "log")
+        conversations = ((11, 1, 2), (12, 2, 3))
+        load = Load("mixed", "/health", 2, mixed=conversations, shares=(70, 20))
+        command, env = wrk_command(service, load, 1)
+        subprocess.run(command, env=env, capture_output=True, check=True, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert len(seen) > 200
+    members = {11: {"1", "2"}, 12: {"2", "3"}}
+    kinds = {"read": 0, "send": 0, "list": 0}
+    for method, path, user, host in seen:
+        assert host == f"127.0.0.1:{server.server_address[1]}"
+        if path == "/conversations":
+            assert method == "GET"
+            kinds["list"] += 1
+            continue
+        conversation = int(path.split("/")[2])
+        assert user in members[conversation]
+        kinds["send" if method == "POST" else "read"] += 1
+    shares = {kind: count / len(seen) for kind, count in kinds.items()}
+    assert 0.6 < shares["read"] < 0.8
+    assert 0.12 < shares["send"] < 0.28
+    assert 0.04 < shares["list"] < 0.16
