@@ -47,6 +47,7 @@ typical runs:
   scripts/bench --auth jwt       every request with a bearer token (AUTH_MODE=jwt)
   scripts/bench --auth-compare --rounds 5   jwt mode against header mode, read and send
   scripts/bench --mixed --rounds 5          only the mixed scenario, 5 rounds
+  scripts/bench --compare main --rounds 5   main's service (A) against this tree's (B), by turns
   scripts/bench --rounds 5 --sustained 120 --skip-large --keep-database
 
 environment:
@@ -164,6 +165,13 @@ def parser() -> argparse.ArgumentParser:
         help="only the mixed scenario (--rounds rounds): reads, sends and lists of"
         " conversations by many users at 256 connections",
     )
+    add(
+        "--compare",
+        metavar="REF",
+        help="only an A/B comparison: the service of git ref REF (A) against this tree's (B),"
+        " each on its own database, by turns (--rounds): the read, the send, the send with a"
+        " new Idempotency-Key each and the mixed scenario; CPU per request, req/s, p99 and B/A",
+    )
     return options
 
 
@@ -174,7 +182,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, default)
     args.skip_large = args.skip_large or args.quick or args.auth_compare or args.mixed
-    if args.mixed:
+    args.skip_large = args.skip_large or args.compare is not None
+    if args.mixed or args.compare is not None:
         args.sustained = 0.0
     return args
 

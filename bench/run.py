@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench import report, scenarios, sustained
+from bench import compare, report, scenarios, sustained
 from bench.auth import Tokens
 from bench.database import Database
 from bench.figures import Paired
@@ -49,6 +49,9 @@ def key_set(needed: bool) -> Iterator[Tokens | None]:
 
 
 def benchmark(args: argparse.Namespace, scratch: Path) -> None:
+    if args.compare is not None:
+        compare.run(args, scratch)
+        return
     with key_set(args.auth == "jwt" or args.auth_compare) as tokens:
         if args.auth_compare:
             compare_auth(args, scratch, tokens)

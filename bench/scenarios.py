@@ -256,6 +256,8 @@ def planned_seconds(args: argparse.Namespace) -> float:
     seconds, warmup = args.duration, args.warmup
     if args.auth_compare:
         return float(2 * 2 * (args.rounds * seconds + warmup))
+    if args.compare is not None:
+        return float(2 * 4 * (args.rounds * seconds + warmup))
     mixed = args.rounds * seconds + warmup
     if args.mixed:
         return float(mixed)

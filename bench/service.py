@@ -40,13 +40,21 @@ class Service:
     """One `python -m messenger serve` process: one uvicorn process, as in production."""
 
     def __init__(
-        self, database: Database, port: int, queue: str, log: Path, tokens: Tokens | None = None
+        self,
+        database: Database,
+        port: int,
+        queue: str,
+        log: Path,
+        tokens: Tokens | None = None,
+        *,
+        source: Path | None = None,
     ) -> None:
         self.database = database
         self.port = port
         self.queue = queue
         self.log = log
         self.tokens = tokens  # AUTH_MODE=jwt with these tokens; None: header mode
+        self.source = source  # a directory holding another `messenger` package to run instead
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,6 +76,10 @@ class Service:
             env["LOG_LEVEL"] = "warning"
         if self.tokens is not None:
             env.update(self.tokens.env())
+        if self.source is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, (str(self.source), env.get("PYTHONPATH")))
+            )
         return env
 
     @property
@@ -85,6 +97,8 @@ class Service:
             self.process = subprocess.Popen(
                 [*MESSENGER, "serve"],
                 env=self.env(relay=relay, logs=logs),
+                # `python -m` puts its working directory first on sys.path, before PYTHONPATH.
+                cwd=self.source,
                 stdout=log,
                 stderr=log,
             )

@@ -9,6 +9,7 @@ import asyncio
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,11 +19,12 @@ import httpx
 import jwt
 import pytest
 
-from bench import auth, cli, figures, output, report, scenarios
+from bench import auth, cli, compare, figures, output, report, scenarios
 from bench import pgbench as bench_sql
 from bench.database import Database
 from bench.pgbench import PgbenchResult
 from bench.service import Service
+from bench.shell import BenchFailed
 from bench.wrk import Load, WrkResult, wrk_command
 from messenger import db
 from messenger.settings import Settings
@@ -393,3 +395,32 @@ def test_the_mixed_load_sends_reads_sends_and_lists_by_members(tmp_path: Path) -
     assert 0.6 < shares["read"] < 0.8
     assert 0.12 < shares["send"] < 0.28
     assert 0.04 < shares["list"] < 0.16
+
+
+def test_the_compare_option_runs_only_the_comparison() -> None:
+    args = cli.parse(["--compare", "main", "--rounds", "5"])
+    assert args.compare == "main"
+    assert args.skip_large
+    assert args.sustained == 0.0
+    assert scenarios.planned_seconds(args) == 2 * 4 * (5 * args.duration + args.warmup)
+    assert cli.parse([]).compare is None
+
+
+def test_side_a_of_a_comparison_runs_the_package_of_its_ref(tmp_path: Path) -> None:
+    tree = compare.source_tree("HEAD", tmp_path)
+    assert (tree / "messenger" / "__init__.py").is_file()
+    database = Database("127.0.0.1", 5432, "postgres", "unused")
+    side_a = Service(database, 1, "unused", tmp_path / "log", source=tree)
+    env = side_a.env(relay=False, logs=False)
+    assert env["PYTHONPATH"].split(":")[0] == str(tree)
+    found = subprocess.run(
+        [sys.executable, "-c", "import messenger; print(messenger.__file__)"],
+        env=env,
+        cwd=side_a.source,  # as Service.start runs it: `python -m` puts the cwd first
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.startswith(str(tree))
+    with pytest.raises(BenchFailed, match="no-such-ref"):
+        compare.source_tree("no-such-ref", tmp_path / "elsewhere")
