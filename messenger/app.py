@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from messenger import db, discovery, handlers, limits, openapi
+from messenger import db, discovery, handlers, limits, openapi, web_app
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
@@ -64,7 +64,8 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
     Without one, a registration is made when CONSUL_SERVICE_NAME is set.
     """
     registration = registration or Registration.for_settings(settings)
-    metrics = Metrics(ROUTES)
+    routes = ROUTES + (web_app.routes() if settings.web_app else [])
+    metrics = Metrics(routes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
@@ -105,7 +106,7 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
         Middleware(BodyLimitMiddleware, max_body_size=settings.json_body_limit),
     ]
     return Starlette(
-        routes=ROUTES,
+        routes=routes,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -45,6 +45,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "pgdatabase": "messenger_dev",
         "amqphost": "localhost",
         "amqpport": 5672,
+        "web_app": True,
     },
     "test": {
         "port": 4000,
@@ -55,6 +56,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "pgdatabase": "messenger_test",
         "amqphost": "localhost",
         "amqpport": 5672,
+        # The browser test and anyone trying the test profile on a laptop use the page; only
+        # production keeps the surface it exposes to the API routes.
+        "web_app": True,
     },
     "production": {
         "port": 4000,
@@ -142,6 +146,15 @@ class Settings(BaseSettings):
     # it looks.
     schema_wait_timeout: float = Field(default=300.0, gt=0)
     schema_wait_interval: float = Field(default=2.0, gt=0)
+
+    web_app: bool = Field(
+        default=False,
+        description=(
+            "Serve the chat page at /app/ (static HTML, CSS and JavaScript from the package;"
+            " every request it makes goes to this service's own routes). On in the development"
+            " and test profiles, off in production."
+        ),
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
