@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from messenger import db, discovery, handlers, limits, openapi, web_app
+from messenger import db, discovery, handlers, open_files, openapi, web_app
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
@@ -90,7 +90,7 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
             sweeper = KeySweeper(settings, pool)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
-            await stack.enter_async_context(limits.watch_open_files())
+            await stack.enter_async_context(open_files.watch_open_files())
             await stack.enter_async_context(discovery.registered(registration))
             yield {"services": services}
 

@@ -25,7 +25,7 @@ def serve(settings: Settings) -> int:
     from messenger.app import create_app
     from messenger.discovery import Registration
     from messenger.http_limits import bounded_protocol
-    from messenger.limits import raise_open_files_limit
+    from messenger.open_files import raise_open_files_limit
     from messenger.server import Server
 
     raise_open_files_limit()

@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from messenger.body_limit import parse_size
+from messenger.sizes import parse_size
 
 Profile = Literal["production", "development", "test"]
 Port = Annotated[int, Field(ge=1, le=65535)]

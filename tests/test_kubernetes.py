@@ -26,9 +26,9 @@ import yaml
 from pydantic import ValidationError
 
 from messenger.app import ROUTES
-from messenger.body_limit import parse_size
 from messenger.discovery import Registration
 from messenger.settings import Settings
+from messenger.sizes import parse_size
 from tests.processes import ROOT
 
 KUBERNETES = ROOT / "infrastructure" / "kubernetes"
