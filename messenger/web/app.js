@@ -157,43 +157,64 @@ async function loadConversations() {
   renderConversations();
 }
 
+// One button per conversation, kept across renders (updated in place, reordered by moving),
+// so focus, clicks in flight and screen readers' position survive a live update.
+const listItems = new Map(); // conversation id -> {item, button, avatar, name, badge, spoken}
+
+function listItem(conversation) {
+  const found = listItems.get(conversation.id);
+  if (found) return found;
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "conversation";
+  button.dataset.testid = "conversation";
+  button.dataset.conversationId = conversation.id;
+  const avatar = document.createElement("span");
+  avatar.className = "avatar";
+  avatar.setAttribute("aria-hidden", "true");
+  avatar.dataset.hue = String(Number(conversation.id) % 5);
+  const name = document.createElement("span");
+  name.className = "name";
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.dataset.testid = "unread";
+  badge.setAttribute("aria-hidden", "true");
+  const spoken = document.createElement("span");
+  spoken.className = "visually-hidden";
+  button.append(avatar, name, badge, spoken);
+  button.addEventListener("click", () => openConversation(conversation.id));
+  item.append(button);
+  const made = { item, button, avatar, name, badge, spoken };
+  listItems.set(conversation.id, made);
+  return made;
+}
+
 function renderConversations() {
   const ordered = [...conversations.values()].sort((a, b) => Number(b.id) - Number(a.id));
-  const items = ordered.map((conversation) => {
-    const item = document.createElement("li");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "conversation";
-    button.dataset.testid = "conversation";
-    button.dataset.conversationId = conversation.id;
+  for (const [id, { item }] of listItems) {
+    if (!conversations.has(id)) {
+      item.remove();
+      listItems.delete(id);
+    }
+  }
+  ordered.forEach((conversation, position) => {
+    const { item, button, avatar, name, badge, spoken } = listItem(conversation);
     if (conversation.id === openId) button.setAttribute("aria-current", "true");
-    const avatar = document.createElement("span");
-    avatar.className = "avatar";
-    avatar.setAttribute("aria-hidden", "true");
+    else button.removeAttribute("aria-current");
     avatar.textContent = (conversation.name || "?").trim().charAt(0).toUpperCase() || "?";
-    avatar.dataset.hue = String(Number(conversation.id) % 5);
-    const name = document.createElement("span");
-    name.className = "name";
     name.textContent = conversation.name || `Conversation ${conversation.id}`;
-    const unread = unreadOf(conversation);
-    const badge = document.createElement("span");
-    badge.className = "badge";
-    badge.dataset.testid = "unread";
-    badge.dataset.count = String(unread);
-    badge.setAttribute("aria-hidden", "true");
-    badge.textContent = String(unread);
-    const spoken = document.createElement("span");
-    spoken.className = "visually-hidden";
-    spoken.textContent = unread > 0 ? `, ${unread} unread` : "";
-    button.append(avatar, name, badge, spoken);
-    button.addEventListener("click", () => openConversation(conversation.id));
-    item.append(button);
-    return item;
+    const unread = String(unreadOf(conversation));
+    if (badge.textContent !== unread) {
+      badge.textContent = unread;
+      badge.dataset.count = unread;
+      spoken.textContent = unread === "0" ? "" : `, ${unread} unread`;
+    }
+    if (ui.conversations.children[position] !== item) {
+      ui.conversations.insertBefore(item, ui.conversations.children[position] ?? null);
+    }
   });
-  const focused = document.activeElement?.dataset?.conversationId;
-  ui.conversations.replaceChildren(...items);
-  if (focused) ui.conversations.querySelector(`[data-conversation-id="${focused}"]`)?.focus();
-  ui.conversationsEmpty.hidden = items.length > 0;
+  ui.conversationsEmpty.hidden = ordered.length > 0;
 }
 
 async function startConversation(otherId) {
@@ -371,22 +392,26 @@ function addMessages(conversationId, messages, { scroll }) {
   }
 }
 
+// The other participant's read receipt: one element, moved below the last message they saw.
+const receipt = document.createElement("li");
+receipt.className = "receipt";
+receipt.dataset.testid = "read-receipt";
+
 function renderReceipt() {
-  ui.messages.querySelector("[data-testid=read-receipt]")?.remove();
   const conversation = conversations.get(openId);
-  if (!thread || !conversation || !conversation.otherHorizon) return;
+  if (!thread || !conversation || !conversation.otherHorizon) {
+    receipt.remove();
+    return;
+  }
   const horizon = conversation.otherHorizon;
   const shown = [...ui.messages.querySelectorAll("li.message")].filter(
     (element) => Number(element.dataset.index) <= horizon,
   );
-  const receipt = document.createElement("li");
-  receipt.className = "receipt";
-  receipt.dataset.testid = "read-receipt";
   receipt.dataset.index = String(horizon);
   receipt.textContent = `Seen by ${conversation.name || "the other participant"}`;
   const anchor = shown.at(-1);
-  if (anchor) anchor.after(receipt);
-  else ui.messages.prepend(receipt);
+  if (!anchor) ui.messages.prepend(receipt);
+  else if (anchor.nextElementSibling !== receipt) anchor.after(receipt);
 }
 
 // --- the view horizon --------------------------------------------------------------------------
@@ -723,6 +748,8 @@ async function signIn() {
   session = { userId, token: token || null, sendUserId: !token || Boolean(typed), generation };
   ui.token.value = ""; // the token lives in `session` only
   conversations = new Map();
+  listItems.clear();
+  ui.conversations.replaceChildren();
   openId = null;
   thread = null;
   lastEventId = null;
@@ -760,6 +787,7 @@ function signOut() {
   lastEventId = null;
   draftKey = null;
   seen.disconnect();
+  listItems.clear();
   ui.conversations.replaceChildren();
   ui.messages.replaceChildren();
   ui.composer.value = "";

@@ -121,11 +121,15 @@ class Browser:
         return found[0] if found else None
 
     def unread(self, conversation_id: str) -> int | None:
-        element = self.conversation(conversation_id)
-        if element is None:
-            return None
-        badge = element.find_element(By.CSS_SELECTOR, '[data-testid="unread"]')
-        return int(str(badge.get_attribute("textContent")))
+        """The unread badge's number, read in one step (the list updates live)."""
+        text: str | None = self.driver.execute_script(
+            "const badge = document.querySelector("
+            '  `[data-testid=conversation][data-conversation-id="${arguments[0]}"]'
+            " [data-testid=unread]`);"
+            "return badge ? badge.textContent : null",
+            conversation_id,
+        )
+        return None if text is None else int(text)
 
     def messages(self) -> list[tuple[int, str]]:
         """The open conversation's messages as shown: (index, text), in page order."""
@@ -136,8 +140,12 @@ class Browser:
         return [(index, text) for index, text in shown]
 
     def receipt(self) -> int | None:
-        found = self.find_all("read-receipt")
-        return int(str(found[0].get_attribute("data-index"))) if found else None
+        """The read receipt's index, read in one step."""
+        index: str | None = self.driver.execute_script(
+            "const r = document.querySelector('[data-testid=read-receipt]');"
+            "return r && r.isConnected ? r.dataset.index : null"
+        )
+        return None if index is None else int(index)
 
     def notice(self) -> str:
         text: str = self.driver.execute_script(

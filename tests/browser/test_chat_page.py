@@ -222,7 +222,7 @@ def test_two_people_chat_live(
     bob.wait("the API's message on Bob's page", lambda: bob.messages() == expected, LIVE_WITHIN)
     print(f"API send to Bob's page: {time.monotonic() - sent:.3f}s")
     alice.wait("Bob's receipt moving", lambda: alice.receipt() == index)
-    assert alice.unread(conversation_id) == 0
+    alice.wait("Alice's badge at 0: her page is open", lambda: alice.unread(conversation_id) == 0)
     assert alice.notice() == bob.notice() == ""
 
     alice.screenshot("alice-chat")
