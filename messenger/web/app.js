@@ -215,6 +215,8 @@ function renderConversations() {
     }
   });
   ui.conversationsEmpty.hidden = ordered.length > 0;
+  const total = ordered.reduce((sum, conversation) => sum + unreadOf(conversation), 0);
+  document.title = total > 0 ? `(${total}) messenger – chat` : "messenger – chat";
 }
 
 async function startConversation(otherId) {
@@ -797,6 +799,7 @@ function signOut() {
   ui.signInSection.hidden = false;
   ui.notice.hidden = true;
   setView("sign-in");
+  document.title = "messenger – chat";
   setConnection("signed-out", "Signed out");
   ui.userId.focus();
 }
