@@ -5,6 +5,7 @@ otherwise call on its own. Its console and network logs are collected as the tes
 test can say at the end that nothing was logged as an error and nothing left the page's origin.
 """
 
+import base64
 import json
 import os
 import shutil
@@ -204,6 +205,41 @@ class Browser:
         self.driver.save_screenshot(str(path))
         print(f"screenshot: {path}")
         return path
+
+    def side_by_side(self, name: str, pictures: list[Path]) -> Path:
+        """One picture of `pictures` next to each other, drawn in a tab of this browser."""
+        window = self.driver.current_window_handle
+        self.driver.switch_to.new_window("tab")
+        try:
+            sources = [
+                "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode()
+                for picture in pictures
+            ]
+            gap = 12
+            sizes = self.driver.execute_async_script(
+                "const [sources, gap, done] = [arguments[0], arguments[1], arguments[2]];"
+                "document.body.style.cssText ="
+                "  `margin:0;display:flex;gap:${gap}px;padding:${gap}px;background:#1b2333`;"
+                "const images = sources.map(src => Object.assign(new Image(), {src}));"
+                "document.body.append(...images);"
+                "Promise.all(images.map(i => i.decode())).then(() =>"
+                "  done(images.map(i => [i.naturalWidth, i.naturalHeight])));",
+                sources,
+                gap,
+            )
+            width = sum(w for w, _ in sizes) + gap * (len(sizes) + 1)
+            height = max(h for _, h in sizes) + 2 * gap
+            # A viewport of exactly the pictures' size, one device pixel per CSS pixel.
+            metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+            path = ARTIFACTS / f"{name}.png"
+            path.write_bytes(base64.b64decode(shot["data"]))
+            print(f"screenshot: {path}")
+            return path
+        finally:
+            self.driver.close()
+            self.driver.switch_to.window(window)
 
     def resize(self, size: tuple[int, int]) -> None:
         self.driver.set_window_size(*size)

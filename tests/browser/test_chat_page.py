@@ -27,7 +27,7 @@ from selenium.webdriver.common.keys import Keys
 from messenger.app import ROUTES
 from messenger.db import connect_kwargs
 from messenger.errors import BODY_TOO_LARGE, UNKNOWN_PARTICIPANTS
-from tests.browser.chrome import PHONE, ROOT, Browser, missing_tools
+from tests.browser.chrome import DESKTOP, PHONE, ROOT, Browser, missing_tools
 from tests.conftest import base_settings, drop_database
 from tests.processes import free_port, service_env
 from tests.test_load_balancer import LOCAL_STACK, Stack, free_port_range, ports_free, running
@@ -38,6 +38,7 @@ LIVE_WITHIN = 2.0  # seconds from a send's 201 to the message on the other perso
 LIVE = any(getattr(route, "path", None) == "/events" for route in ROUTES)
 needs_live = pytest.mark.skipif(not LIVE, reason="GET /events is not served by this code yet")
 DOCS_SCREENSHOT = ROOT / "docs" / "screenshot.png"
+DOCS_WINDOW = (780, 700)  # each person's window in it: two side by side stay readable
 
 # Users 1-3 are the tutorial's seed; the tests make the others they need.
 ALICE, BOB, CAROL = 1, 2, 3
@@ -228,8 +229,13 @@ def test_two_people_chat_live(
     alice.screenshot("alice-chat")
     bob.screenshot("bob-chat")
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
+        pictures = []
+        for person in (alice, bob):
+            person.resize(DOCS_WINDOW)
+            pictures.append(person.screenshot(f"{person.name}-docs"))
+            person.resize(DESKTOP)
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copy(alice.screenshot("docs-screenshot"), DOCS_SCREENSHOT)
+        shutil.copy(alice.side_by_side("docs-screenshot", pictures), DOCS_SCREENSHOT)
         print(f"updated {DOCS_SCREENSHOT}")
 
 
@@ -345,7 +351,7 @@ def test_the_page_works_at_phone_width(stack: Stack, api: httpx.Client, bob: Bro
         bob.driver.find_element(By.CSS_SELECTOR, ".back").click()
         assert bob.driver.find_element(By.CSS_SELECTOR, ".sidebar").is_displayed()
     finally:
-        bob.resize((1200, 800))
+        bob.resize(DESKTOP)
 
 
 def test_the_chat_view_is_accessible_at_desktop_width(
