@@ -1,16 +1,13 @@
 """The ASGI application: routes, middleware, error handlers, and the lifespan owning connections."""
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from messenger import db, discovery, handlers, open_files, openapi, web_app
+from messenger import db, discovery, open_files, openapi, routes, web_app
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
@@ -23,39 +20,7 @@ from messenger.relay import OutboxRelay
 from messenger.services import Services
 from messenger.settings import Settings
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def by_method(**handlers: Handler) -> Handler:
-    """One endpoint for a path served by several methods, so a 405 lists all of them in Allow."""
-
-    async def endpoint(request: Request) -> Response:
-        return await handlers[request.method.lower()](request)
-
-    return endpoint
-
-
-ROUTES = [
-    Route("/health", handlers.health, methods=["GET"], name="health"),
-    Route("/health/ready", handlers.ready, methods=["GET"], name="ready"),
-    Route("/metrics", handlers.metrics, methods=["GET"], name="metrics"),
-    Route("/openapi.json", openapi.serve, methods=["GET"], name="openapi"),
-    Route(
-        "/conversations",
-        by_method(get=handlers.list_conversations, post=handlers.create_conversation),
-        methods=["GET", "POST"],
-    ),
-    Route(
-        "/conversations/{conversation_id}/messages",
-        by_method(get=handlers.list_messages, post=handlers.send_message),
-        methods=["GET", "POST"],
-    ),
-    Route(
-        "/conversations/{conversation_id}/view_horizon",
-        handlers.set_view_horizon,
-        methods=["POST"],
-    ),
-]
+ROUTES = [*routes.ROUTES, openapi.ROUTE]
 
 
 def create_app(settings: Settings, *, registration: Registration | None = None) -> Starlette:
@@ -64,8 +29,8 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
     Without one, a registration is made when CONSUL_SERVICE_NAME is set.
     """
     registration = registration or Registration.for_settings(settings)
-    routes = ROUTES + (web_app.routes() if settings.web_app else [])
-    metrics = Metrics(routes)
+    served = ROUTES + (web_app.routes() if settings.web_app else [])
+    metrics = Metrics(served)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
@@ -106,7 +71,7 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
         Middleware(BodyLimitMiddleware, max_body_size=settings.json_body_limit),
     ]
     return Starlette(
-        routes=routes,
+        routes=served,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -15,7 +15,7 @@ DESCRIPTION = """\
 messenger: conversations between two users and their messages.
 
 Without a command, MESSENGER_ROLE picks one: `serve` (the default) or `migrator`, which runs
-`migrate` and exits. Configuration comes from the environment; see the README's table.
+`migrate` and exits. Configuration comes from the environment; see docs/configuration.md.
 """
 
 

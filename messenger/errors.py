@@ -11,6 +11,9 @@ Anything else that escapes a handler is a bug: it is logged with the request id 
 client gets a 500 JSON body naming only that id.
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,6 +56,38 @@ IDEMPOTENCY_KEY_REUSED = (
 DATABASE_UNAVAILABLE = "The database is unavailable, try again shortly"
 DATABASE_BUSY = "The database is busy, try again shortly"
 INTERNAL_ERROR = "Internal server error (request id {request_id})"
+
+
+@dataclass(frozen=True, slots=True)
+class Errors:
+    """An error status an operation answers, what it means, and the texts it can carry
+    (the OpenAPI document's example is the first)."""
+
+    status: int
+    description: str
+    texts: Sequence[str]
+
+
+# Error answers many operations share: the OpenAPI document names them once, in components.
+SHARED_ERRORS = {
+    "ConversationNotFound": Errors(404, "No such conversation.", [CONVERSATION_NOT_FOUND]),
+    "BodyTooLarge": Errors(
+        413,
+        "Body over JSON_BODY_LIMIT (default 100kb), refused before any handler runs.",
+        [BODY_TOO_LARGE],
+    ),
+    "DatabaseUnavailable": Errors(
+        503,
+        "PostgreSQL cannot be reached right now, or a bounded wait for it (a pool connection, "
+        "a lock, a statement) ran out.",
+        [DATABASE_UNAVAILABLE, DATABASE_BUSY],
+    ),
+    "InternalError": Errors(
+        500,
+        "A bug: logged with the request id, which is all the body names.",
+        [INTERNAL_ERROR],
+    ),
+}
 
 
 class MessengerError(Exception):

@@ -8,7 +8,7 @@ lone surrogate escapes (`"\\ud800"`, text no UTF-8 column can hold), `NaN`/`Infi
 nesting deeper than 1024 levels (where `json.loads` raises RecursionError). Integers beyond 64
 bits become floats, which no id or index accepts. A repeated key keeps its last value, as in
 JavaScript. It is also faster than `json.loads`: 4-10 times on a send's body, about twice on one
-the size of a 100-message page (README, API).
+the size of a 100-message page (docs/api.md).
 """
 
 import enum

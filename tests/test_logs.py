@@ -168,7 +168,8 @@ def test_a_serving_process_writes_one_access_line_per_request(
             path = "/conversations/424242/messages"
             httpx.get(f"{service.url}{path}", headers={"X-Request-Id": f"r{n}"})
     assert service.process.stdout is not None
-    output = service.process.stdout.read().decode()
+    with service.process.stdout as stdout:
+        output = stdout.read().decode()
     lines = [line for line in output.splitlines() if "424242" in line]
 
     assert len(lines) == 3

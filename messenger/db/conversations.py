@@ -4,8 +4,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from messenger.db.columns import select_list
 from messenger.db.pool import Executor
 from messenger.db.timestamps import ISO_UTC
+from messenger.schemas import LISTED_CONVERSATION_KEYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +57,14 @@ async def find_conversation_between(conn: Executor, low_id: int, high_id: int) -
     return None if value is None else str(value)
 
 
+# A ListedConversation over `c` (a channels row) and `u` (the other participant's users row).
+LISTED_CONVERSATION = select_list(
+    LISTED_CONVERSATION_KEYS,
+    {"id": "c.id::text", "inserted_at": ISO_UTC.format(column="c.inserted_at"), "name": "u.name"},
+)
+
 LIST_CONVERSATIONS = f"""
-SELECT c.id::text AS id, {ISO_UTC.format(column="c.inserted_at")} AS inserted_at, u.name
+SELECT {LISTED_CONVERSATION}
 FROM users_channels mine
 JOIN channels c ON c.id = mine.channel_id
 JOIN users_channels other ON other.channel_id = mine.channel_id AND other.user_id <> mine.user_id
