@@ -69,6 +69,7 @@ function url(path) {
 
 function authHeaders() {
   const headers = {};
+  if (!session) return headers; // signed out meanwhile: the answer will be dropped
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
   if (session.sendUserId) headers["User-Id"] = session.userId;
   return headers;
@@ -354,6 +355,10 @@ function messageElement(message) {
   const author = document.createElement("span");
   author.className = "author";
   author.textContent = mine ? "You" : message.username;
+  if (mine && !session.name) {
+    session.name = message.username; // no route says who "I" am: my own messages do
+    ui.identityName.textContent = `${message.username} (user ${session.userId})`;
+  }
   const time = document.createElement("time");
   time.dateTime = message.inserted_at;
   time.title = new Date(message.inserted_at).toLocaleString();
@@ -780,6 +785,7 @@ async function signIn() {
 
 function signOut() {
   generation += 1;
+  clearTimeout(horizonTimer);
   stream?.controller.abort();
   stream = null;
   session = null;
