@@ -3,6 +3,7 @@
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -13,14 +14,29 @@ from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
 from messenger.idempotency import KeySweeper
+from messenger.keys import KeySet
 from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
 from messenger.readiness import PROBE_TIMEOUT
 from messenger.relay import OutboxRelay
+from messenger.routes import TrailingSlash
 from messenger.services import Services
 from messenger.settings import Settings
+from messenger.tokens import TokenVerifier
 
 ROUTES = [*routes.ROUTES, openapi.ROUTE]
+
+
+@contextlib.asynccontextmanager
+async def token_verifier(settings: Settings) -> AsyncIterator[TokenVerifier]:
+    """AUTH_MODE=jwt: the verifier, with the HTTP client that fetches the key set."""
+    timeout = httpx.Timeout(settings.auth_jwks_timeout)
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        keys = KeySet(client, settings)
+        try:
+            yield TokenVerifier(settings, keys)
+        finally:
+            await keys.close()
 
 
 def create_app(settings: Settings, *, registration: Registration | None = None) -> Starlette:
@@ -48,6 +64,8 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
                 discovery=registration,
                 metrics=metrics,
             )
+            if settings.auth_mode == "jwt":
+                services.tokens = await stack.enter_async_context(token_verifier(settings))
             if settings.relay_enabled:
                 services.relay = OutboxRelay(settings, services.outbox_pending)
                 services.relay.start()
@@ -66,13 +84,23 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
             allow_origins=["*"],
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["*"],
-            expose_headers=["X-Request-Id", "Link"],
+            # jwt mode: a browser client may read why a token was refused (RFC 6750).
+            expose_headers=["X-Request-Id", "Link"]
+            + (["WWW-Authenticate"] if settings.auth_mode == "jwt" else []),
         ),
-        Middleware(BodyLimitMiddleware, max_body_size=settings.json_body_limit),
+        Middleware(
+            BodyLimitMiddleware,
+            max_body_size=settings.json_body_limit,
+            timeout=settings.http_body_timeout,
+        ),
+        # A page's relative links need its folder's slash: /app/ keeps it, /app is sent there.
+        Middleware(TrailingSlash, keep=(web_app.FOLDER,) if settings.web_app else ()),
     ]
-    return Starlette(
+    app = Starlette(
         routes=served,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # a 404, never a redirect built from the Host header
+    return app

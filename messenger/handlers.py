@@ -1,16 +1,16 @@
 """HTTP handlers: parse and validate the request, call one data function, shape the response."""
 
-import re
 from typing import Any
 
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from messenger import db, json_body, schemas
+from messenger import db, identity, json_body, schemas
 from messenger.errors import (
     BODY_MISSING,
     BODY_NOT_OBJECT,
+    CALLER_NOT_PARTICIPANT,
     CONTENT_EMPTY,
     CONTENT_HAS_NUL,
     CONTENT_NOT_STRING,
@@ -26,56 +26,24 @@ from messenger.errors import (
     PARTICIPANTS_NOT_LIST,
     QUERY_NOT_INTEGER,
     UNKNOWN_PARTICIPANTS,
-    USER_ID_REQUIRED,
     BadRequest,
     Errors,
+    Forbidden,
     NotFound,
     Unprocessable,
 )
 from messenger.idempotency import idempotency_key
+from messenger.ids import integer
 from messenger.operations import Answer, operation
 from messenger.page_cache import render_page
 from messenger.responses import JSONResponse
-from messenger.schemas import ID_DIGITS, MAX_ID, SENT_MESSAGE_KEYS
+from messenger.schemas import SENT_MESSAGE_KEYS
 from messenger.services import Services
-
-_CANONICAL_INTEGER = re.compile(f"(0|{ID_DIGITS})")
-
-
-def _integer(value: object, *, minimum: int) -> int | None:
-    """`value` as an integer in [minimum, MAX_ID]: a JSON integer or its canonical decimal text."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        if not _CANONICAL_INTEGER.fullmatch(value):
-            return None
-        value = int(value)
-    if isinstance(value, int) and minimum <= value <= MAX_ID:
-        return value
-    return None
-
-
-def _user_id(request: Request) -> int:
-    user_id = _optional_user_id(request)
-    if user_id is None:
-        raise BadRequest(USER_ID_REQUIRED)
-    return user_id
-
-
-def _optional_user_id(request: Request) -> int | None:
-    """The `User-Id` header if given; given but not a canonical positive integer is an error."""
-    header = request.headers.get("user-id")
-    if header is None:
-        return None
-    user_id = _integer(header, minimum=1)
-    if user_id is None:
-        raise BadRequest(USER_ID_REQUIRED)
-    return user_id
 
 
 def _path_id(request: Request, name: str) -> int:
     raw = request.path_params[name]
-    value = _integer(raw, minimum=1)
+    value = integer(raw, minimum=1)
     if value is None:
         raise BadRequest(INVALID_PATH_ID.format(name=name.replace("_", " "), value=raw[:40]))
     return value
@@ -85,7 +53,7 @@ def _query_integer(request: Request, name: str, *, minimum: int) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    value = _integer(raw, minimum=minimum)
+    value = integer(raw, minimum=minimum)
     if value is None:
         raise BadRequest(QUERY_NOT_INTEGER.format(name=name))
     return value
@@ -115,7 +83,7 @@ def _participants(body: object) -> tuple[int, int]:
         raise BadRequest(PARTICIPANTS_NOT_LIST)
     if len(raw) != 2:
         raise BadRequest(NEED_TWO_USERS)
-    first, second = (_integer(item, minimum=1) for item in raw)
+    first, second = (integer(item, minimum=1) for item in raw)
     if first is None or second is None:
         raise BadRequest(PARTICIPANT_NOT_ID)
     if first == second:
@@ -180,6 +148,7 @@ async def _membership_error(services: Services, conversation_id: int, user_id: i
             ],
         )
     ],
+    caller=True,
 )
 async def create_conversation(request: Request) -> Response:
     """Start a conversation between two users
@@ -188,7 +157,10 @@ async def create_conversation(request: Request) -> Response:
     with `Content-Type: application/json`, as the Node service's express.json did: any other
     body counts as `{}`.
     """
+    creator_id = await identity.verified_caller(request)
     low_id, high_id = _participants(await _json_body(request))
+    if creator_id is not None and creator_id not in (low_id, high_id):
+        raise Forbidden(CALLER_NOT_PARTICIPANT)
     services = Services.of(request)
     async with db.unavailable_as_503():
         created = await db.create_conversation(services.pool, low_id, high_id)
@@ -207,13 +179,14 @@ async def create_conversation(request: Request) -> Response:
     Answer(200, "The user's conversations, oldest first.", schemas.ConversationList),
     parameters=[schemas.USER_ID, schemas.REQUEST_ID],
     errors=[Errors(400, "User-Id missing or not a positive integer.", [])],
+    caller=True,
 )
 async def list_conversations(request: Request) -> Response:
     """The conversations of a user, each named after the other participant
 
     Key order of each item: `id`, `inserted_at`, `name`; `id` is a string.
     """
-    user_id = _user_id(request)
+    user_id = await identity.caller(request)
     services = Services.of(request)
     async with db.unavailable_as_503():
         rows = await db.list_conversations(services.pool, user_id)
@@ -259,6 +232,7 @@ async def list_conversations(request: Request) -> Response:
             [IDEMPOTENCY_KEY_REUSED],
         ),
     ],
+    caller=True,
 )
 async def send_message(request: Request) -> Response:
     """Send a message into a conversation the user belongs to
@@ -266,7 +240,7 @@ async def send_message(request: Request) -> Response:
     Key order of the answer's `message`: `id` (string), `content`, `index`, `user_id`,
     `username`, `conversation_id` (numbers), `inserted_at`. Publishes one `new_message` event.
     """
-    user_id = _user_id(request)
+    user_id = await identity.caller(request)
     conversation_id = _path_id(request, "conversation_id")
     key = idempotency_key(request)
     content = _content(await _json_object(request))
@@ -320,6 +294,7 @@ async def _send_once(
             [CURSORS_EXCLUSIVE],
         )
     ],
+    caller=True,
 )
 async def list_messages(request: Request) -> Response:
     """Messages of a conversation, oldest first, a page at a time
@@ -333,7 +308,7 @@ async def list_messages(request: Request) -> Response:
     # `after_index` pages forward, `before_index` backward. A page this instance rendered
     # before is served again while the conversation's counter says it is current (see
     # page_cache); the reader and the conversation are checked on every read.
-    reader_id = _optional_user_id(request)
+    reader_id = await identity.optional_caller(request)
     conversation_id = _path_id(request, "conversation_id")
     services = Services.of(request)
     page_max = services.settings.messages_page_max
@@ -377,12 +352,13 @@ async def list_messages(request: Request) -> Response:
             [INDEX_NOT_INTEGER, BODY_NOT_OBJECT, BODY_MISSING],
         )
     ],
+    caller=True,
 )
 async def set_view_horizon(request: Request) -> Response:
     """Record the index of the last message the user has seen"""
-    user_id = _user_id(request)
+    user_id = await identity.caller(request)
     conversation_id = _path_id(request, "conversation_id")
-    index = _integer((await _json_object(request)).get("index"), minimum=0)
+    index = integer((await _json_object(request)).get("index"), minimum=0)
     if index is None:
         raise BadRequest(INDEX_NOT_INTEGER)
     services = Services.of(request)

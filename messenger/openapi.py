@@ -21,7 +21,14 @@ from starlette.routing import BaseRoute, Route
 from typing_extensions import is_typeddict
 
 from messenger import __version__, routes, schemas
-from messenger.errors import BODY_NOT_JSON, BODY_NOT_UTF8, SHARED_ERRORS, Errors
+from messenger.errors import (
+    BODY_NOT_DECODABLE,
+    BODY_NOT_IN_CHARSET,
+    BODY_NOT_JSON,
+    BODY_NOT_UTF8,
+    SHARED_ERRORS,
+    Errors,
+)
 from messenger.operations import Answer, Operation, declared, operation
 from messenger.schemas import HEADERS, ErrorBody, Parameter, json_schema
 
@@ -29,7 +36,15 @@ Schema = dict[str, Any]
 
 # What a `{field}` of an error template stands for, as a regular expression.
 _FIELDS = {"id": "[0-9]+", "request_id": "[A-Za-z0-9._:-]+", "position": "[0-9]+"}
-_EXAMPLE_VALUES = {"id": 7, "request_id": "4f1c", "position": 3, "reason": "...", "value": "x"}
+_EXAMPLE_VALUES = {
+    "id": 7,
+    "request_id": "4f1c",
+    "position": 3,
+    "reason": "...",
+    "value": "x",
+    "charset": "ISO-8859-1",
+    "encoding": "br",
+}
 _REGEX_SPECIALS = frozenset(r".^$*+?()[]{}|\/")
 _OPERATIONS_TAG = {"name": "operations", "description": "Probes, metrics, this document."}
 
@@ -103,7 +118,8 @@ def _bad_request(op: Operation, path: Sequence[Parameter]) -> Sequence[Errors]:
     query, in the order the handler checks them) and ended by the body's decoding texts."""
     order = {"header": 0, "path": 1, "query": 2}
     given = sorted([*op.parameters, *path], key=lambda p: order[p.location])
-    body = [BODY_NOT_UTF8, BODY_NOT_JSON] if op.body is not None else []
+    body = [BODY_NOT_UTF8, BODY_NOT_JSON, BODY_NOT_IN_CHARSET, BODY_NOT_DECODABLE]
+    body = body if op.body is not None else []
     found = []
     for error in op.errors:
         if error.status == 400:
@@ -128,8 +144,9 @@ def _operation(
     responses = {str(a.status): _answer(a, comp) for a in op.answers}
     responses |= {str(e.status): _error(e, comp) for e in _bad_request(op, path)}
     shared = ["ConversationNotFound"] if schemas.CONVERSATION_ID in path else []
-    shared += ["BodyTooLarge"] if op.body is not None else []
-    shared += ["InternalError", "DatabaseUnavailable"] if op.database else []
+    shared += ["BodyTooLarge", "UnsupportedBody"] if op.body is not None else []
+    shared += ["BodyTimeout", "InternalError", "DatabaseUnavailable"] if op.database else []
+    shared += ["Unauthorized", "Forbidden"] if op.caller else []
     responses |= {str(SHARED_ERRORS[name].status): _ref("responses", name) for name in shared}
     return found | {"responses": responses}
 
@@ -161,7 +178,9 @@ Node.js service it replaces: routes, statuses, JSON shapes, types and key order,
 - CORS: any origin; preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered for \
 every path; `X-Request-Id` and `Link` are exposed.
 - Request bodies are read as JSON only with `Content-Type: application/json`; any body is \
-refused with 413 above JSON_BODY_LIMIT.
+refused with 413 above JSON_BODY_LIMIT (inflated size for `Content-Encoding: gzip` or \
+`deflate`) and 408 when not complete within HTTP_BODY_TIMEOUT.
+- `HEAD` is answered wherever `GET` is; a trailing slash is served as the path without it.
 """
 
 
@@ -176,6 +195,7 @@ def render() -> bytes:
     components: Schema = {"schemas": {}, "parameters": {}, "headers": HEADERS}
     responses = {name: _error(e, components) for name, e in SHARED_ERRORS.items()}
     responses["DatabaseUnavailable"]["headers"] = _headers(["Retry-After"])
+    responses["Unauthorized"]["headers"] = _headers(["WWW-Authenticate"])
     components["responses"] = responses
     return orjson.dumps(
         {

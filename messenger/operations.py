@@ -39,6 +39,7 @@ class Operation:
     body: object = None  # the request body's shape
     example: object = None  # of the body
     database: bool = True  # may answer 500 and 503 (its data is in PostgreSQL)
+    caller: bool = False  # knows its caller (identity.py): with AUTH_MODE=jwt, 401/403/503
 
     def __call__(self, handler: F) -> F:
         _DECLARED[handler] = self
@@ -57,9 +58,10 @@ def operation(
     body: object = None,
     example: object = None,
     database: bool = True,
+    caller: bool = False,
 ) -> Operation:
     """Declare a handler's operation: `@operation("sendMessage", "messages", Answer(...), ...)`."""
-    return Operation(op_id, tag, answers, errors, parameters, body, example, database)
+    return Operation(op_id, tag, answers, errors, parameters, body, example, database, caller)
 
 
 def declared(handler: Callable[..., Any]) -> Operation:

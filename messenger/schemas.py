@@ -205,7 +205,7 @@ CONVERSATION_ID = Parameter(
     ),
 )
 PATH_PARAMETERS = {"conversation_id": CONVERSATION_ID}  # by the name routes give them
-_USER_ID_ERRORS = (errors.USER_ID_REQUIRED,)
+_USER_ID_ERRORS = (errors.USER_ID_REQUIRED, errors.USER_ID_REPEATED)
 USER_ID = Parameter(
     "User-Id", "header", IdParameter, _HEADER_USER_ID, True, "1", _USER_ID_ERRORS, "UserId"
 )
@@ -273,6 +273,15 @@ HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "pattern": '^<[^>]+>; rel="(next|prev)"$'},
     },
     "Retry-After": {"description": "Seconds.", "schema": {"type": "string"}},
+    "WWW-Authenticate": {
+        "description": 'RFC 6750: `Bearer realm="messenger"`, plus `error="invalid_token"` when '
+        "a token was sent.",
+        "required": True,
+        "schema": {
+            "type": "string",
+            "pattern": '^Bearer realm="messenger"(, error="invalid_token")?$',
+        },
+    },
 }
 
 

@@ -11,6 +11,7 @@ from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
 from messenger.relay import OutboxRelay
 from messenger.settings import Settings
+from messenger.tokens import TokenVerifier
 
 
 @dataclass(slots=True)
@@ -23,6 +24,7 @@ class Services:
     relay: OutboxRelay | None = None
     discovery: Registration | None = None  # None: CONSUL_SERVICE_NAME unset, never registers
     metrics: Metrics | None = None
+    tokens: TokenVerifier | None = None  # AUTH_MODE=jwt: verifies bearer tokens; None: header
 
     @staticmethod
     def of(request: Request) -> "Services":

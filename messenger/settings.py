@@ -15,6 +15,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from messenger.auth_types import Algorithms, HttpUrl, OptionalText
 from messenger.sizes import parse_size
 
 Profile = Literal["production", "development", "test"]
@@ -32,6 +33,7 @@ def _check_go_duration(text: str) -> str:
 
 
 GoDuration = Annotated[str, AfterValidator(_check_go_duration)]
+
 
 # Defaults each profile gave in the Node service's convict files; what a profile leaves out
 # must come from the environment.
@@ -56,8 +58,6 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "pgdatabase": "messenger_test",
         "amqphost": "localhost",
         "amqpport": 5672,
-        # The browser test and anyone trying the test profile on a laptop use the page; only
-        # production keeps the surface it exposes to the API routes.
         "web_app": True,
     },
     "production": {
@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     """Seconds a client has to send a request's head: from the connection's start for its first
     request, from its first byte for each next one; then 408 and the connection is closed
     (slowloris). Idle keep-alive connections wait `KEEP_ALIVE_TIMEOUT` instead.
+    """
+    http_body_timeout: float = Field(default=30.0, gt=0, le=300)
+    """Seconds a request's body may take to arrive, counted from the end of its headers; a body not
+    complete by then is answered 408 and its connection closed. 30 s carries a body of
+    `JSON_BODY_LIMIT`'s default (100 kB) over a 64 kbit/s link twice over, while a client that
+    stalls holds its connection a tenth as long as Node's `requestTimeout` (300 s) allowed.
     """
     pghost: str
     """PostgreSQL's host name or address, or a Unix socket directory (a path starting with `/`)."""
@@ -262,9 +268,47 @@ class Settings(BaseSettings):
     schema_wait_interval: float = Field(default=2.0, gt=0)
     """`wait-for-schema` only: seconds between two looks at the schema's revision."""
 
+    auth_mode: Literal["header", "jwt"] = "header"
+    """How the caller is known (case-insensitive): `header` trusts the `User-Id` header as sent,
+    safe only behind a gateway that authenticates clients and sets it; `jwt` needs
+    `Authorization: Bearer <JWT>` on every route but `/health`, `/health/ready`, `/metrics` and
+    `/openapi.json` (see [the API](api.md#authentication)).
+    """
+    auth_jwks_url: HttpUrl = None
+    """`jwt` mode, required: the JSON Web Key Set whose keys sign the tokens (the OpenID
+    provider's `jwks_uri`), http or https. Fetched when first needed and cached.
+    """
+    auth_issuer: OptionalText = None
+    """`jwt` mode, required: the `iss` every token must carry, exactly (the provider's `issuer`).
+    """
+    auth_audience: OptionalText = None
+    """`jwt` mode, required: a value the token's `aud` must contain, this service's identifier at
+    the provider (its resource indicator or API identifier).
+    """
+    # Written as the variable is (the document shows it so); validated into a tuple.
+    auth_algorithms: Algorithms = Field(default="RS256,ES256,EdDSA", validate_default=True)
+    """`jwt` mode: the signature algorithms accepted, comma-separated, from RS256/384/512,
+    PS256/384/512, ES256/384/512 and EdDSA; `none` and HMAC stop the process at start.
+    """
+    auth_leeway: int = Field(default=30, ge=0, le=600)
+    """`jwt` mode: seconds of clock skew allowed when checking `exp`, `nbf` and `iat`."""
+    auth_user_claim: str = Field(default="sub", min_length=1)
+    """`jwt` mode: the claim holding the caller's user id, a positive integer or its decimal
+    string.
+    """
+    auth_jwks_min_refresh: float = Field(default=60.0, gt=0, le=86_400)
+    """`jwt` mode: a token whose key id is not in the cached key set refetches the set at most
+    once in this many seconds, however many ask: a key rotated in at the provider is found
+    without a restart, and made-up key ids cost the provider one fetch per interval.
+    """
+    auth_jwks_timeout: float = Field(default=5.0, gt=0, le=60)
+    """`jwt` mode: seconds one fetch of the key set may take in all; a request waiting for a key
+    that is not cached then gets 503 with `Retry-After`.
+    """
+
     web_app: bool = False
-    """Serve the chat page at `/app/`: HTML, CSS and JavaScript shipped in the package, no build
-    step, every request it makes to this service's own routes (docs/chat-page.md).
+    """Serve the chat page at `/app/` (docs/chat-page.md): static files from the package, every
+    request to this service's own routes. On in `test` too, for the page's browser test.
     """
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -289,9 +333,27 @@ class Settings(BaseSettings):
                 "MESSENGER_ENV/NODE_ENV: expected 'production', 'development' or 'test'"
             )
         for key, value in lowered.items():
-            if isinstance(value, str) and key in {"log_level", "log_format", "messenger_env"}:
+            if isinstance(value, str) and key in {
+                "log_level",
+                "log_format",
+                "messenger_env",
+                "auth_mode",
+            }:
                 lowered[key] = value.lower()
         return {**defaults, **lowered}
+
+    @model_validator(mode="after")
+    def _check_jwt_mode(self) -> "Settings":
+        if self.auth_mode == "jwt":
+            required = ("auth_jwks_url", "auth_issuer", "auth_audience")
+            missing = [name.upper() for name in required if getattr(self, name) is None]
+            if missing:
+                them = "them" if len(missing) > 1 else "it"
+                raise ValueError(
+                    f"{', '.join(missing)}: required when AUTH_MODE=jwt"
+                    f" (set {them} in the environment)"
+                )
+        return self
 
     @property
     def broker_host(self) -> str:

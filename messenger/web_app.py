@@ -17,7 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 PACKAGE = "messenger"
-FOLDER = "web"
+FOLDER = "/app/"  # where the page is served
+FILES = "web"  # where its files are, in the package
 INDEX = "index.html"
 
 CONTENT_TYPES = {
@@ -50,7 +51,7 @@ class Asset:
 def load_assets() -> dict[str, Asset]:
     """The page's files by name, `index.html` also under "" (the page is `/app/`)."""
     assets = {}
-    for entry in resources.files(PACKAGE).joinpath(FOLDER).iterdir():
+    for entry in resources.files(PACKAGE).joinpath(FILES).iterdir():
         suffix = "." + entry.name.rpartition(".")[2]
         if not entry.is_file() or suffix not in CONTENT_TYPES:
             continue
@@ -58,7 +59,7 @@ def load_assets() -> dict[str, Asset]:
         digest = hashlib.sha256(body).hexdigest()[:32]
         assets[entry.name] = Asset(body, CONTENT_TYPES[suffix], f'"{digest}"')
     if INDEX not in assets:
-        raise RuntimeError(f"{PACKAGE}/{FOLDER}/{INDEX} is missing: reinstall the package")
+        raise RuntimeError(f"{PACKAGE}/{FILES}/{INDEX} is missing: reinstall the package")
     assets[""] = assets[INDEX]
     return assets
 
@@ -85,10 +86,10 @@ def routes() -> list[Route]:
     async def to_folder(request: Request) -> Response:
         # A path, not a URL built from the Host header: right behind any proxy.
         query = request.url.query
-        location = "/app/" + (f"?{query}" if query else "")
+        location = FOLDER + (f"?{query}" if query else "")
         return Response(status_code=308, headers={"Location": location})
 
     return [
-        Route("/app", to_folder, methods=["GET"], name="web_app_folder"),
-        Route("/app/{name:path}", serve, methods=["GET"], name="web_app"),
+        Route(FOLDER.rstrip("/"), to_folder, methods=["GET"], name="web_app_folder"),
+        Route(FOLDER + "{name:path}", serve, methods=["GET"], name="web_app"),
     ]

@@ -188,12 +188,28 @@ ensure_browser() {
   if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     apt_install chromium chromium-driver
   fi
-  command -v npm >/dev/null || apt_install npm
-  local dir="${ROOT}/tests/browser"
-  if [ ! -f "${dir}/node_modules/.package-lock.json" ] ||
-    [ "${dir}/package-lock.json" -nt "${dir}/node_modules/.package-lock.json" ]; then
-    log "npm ci in ${dir}"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+  fi
+  local installed="${ROOT}/tests/browser/node_modules/.package-lock.json"
+  if [ ! -f "$installed" ] || [ "${ROOT}/tests/browser/package-lock.json" -nt "$installed" ]; then
+    log "npm ci in ${ROOT}/tests/browser"
+    (cd "${ROOT}/tests/browser" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
+# ensure_oidc_provider: the OpenID provider the jwt-mode tests run (tests/oidc: the npm package
+# oidc-provider at the versions package-lock.json pins), installed with `npm ci` when
+# node_modules is missing or older than the lock file.
+OIDC_DIR="${ROOT}/tests/oidc"
+ensure_oidc_provider() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+  fi
+  local installed="${OIDC_DIR}/node_modules/.package-lock.json"
+  if [ ! -f "$installed" ] || [ "${OIDC_DIR}/package-lock.json" -nt "$installed" ]; then
+    log "npm ci in ${OIDC_DIR}"
+    (cd "$OIDC_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
 }
 

@@ -77,7 +77,18 @@ def matches(schema: dict[str, Any], text: str) -> bool:
     )
 
 
-SAMPLES = {"id": 42, "request_id": "abc-1", "position": 3, "reason": "x", "name": "limit"}
+SAMPLES = {
+    "id": 42,
+    "request_id": "abc-1",
+    "position": 3,
+    "reason": "x",
+    "name": "limit",
+    "charset": "UTF-16",
+    "encoding": "gzip",
+    "limit": 8192,
+    "accepted": "RS256, ES256",
+    "claim": "sub",
+}
 
 
 def test_every_error_text_of_the_code_is_in_the_document() -> None:
