@@ -339,7 +339,9 @@ function nearBottom() {
 function formatTime(iso) {
   const when = new Date(iso);
   if (Number.isNaN(when.getTime())) return "";
-  return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const time = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (when.toDateString() === new Date().toDateString()) return time;
+  return `${when.toLocaleDateString([], { month: "short", day: "numeric" })}, ${time}`;
 }
 
 function messageElement(message) {
@@ -482,7 +484,10 @@ async function send() {
       { "Idempotency-Key": draftKey },
     );
     const sent = answer.message;
-    if (ui.composer.value === content) ui.composer.value = "";
+    if (ui.composer.value === content) {
+      ui.composer.value = "";
+      fitComposer();
+    }
     draftKey = null;
     // The answer's types differ from the list's (numbers there): shown the list's way.
     addMessages(
@@ -506,8 +511,15 @@ async function send() {
   }
 }
 
+// The composer grows with its text, up to the height the stylesheet allows.
+function fitComposer() {
+  ui.composer.style.height = "auto";
+  ui.composer.style.height = `${ui.composer.scrollHeight + 2}px`;
+}
+
 ui.composer.addEventListener("input", () => {
   draftKey = null; // another text is another message
+  fitComposer();
 });
 ui.composer.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
