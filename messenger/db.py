@@ -28,6 +28,43 @@ Executor = Connection | asyncpg.Pool
 ISO_UTC = """to_char({column}, 'YYYY-MM-DD"T"HH24:MI:SS".000Z"')"""
 
 
+def write_feed(*, members: str, after: str, event: str, source: str) -> str:
+    """CTEs that give each member an event at the next position of their feed (see 0006).
+
+    `members` selects the user ids; `after` names a CTE whose rows must exist, and which
+    runs first (the conversation's counter row is locked before any user's); `event` is the
+    select list of (channel_id, message_index, actor_id, kind) over `positions`, `source`.
+    Users are locked in ascending id order, so two statements never wait for each other's
+    users in a cycle; under the lock, the position commits before the next one is taken.
+    `fed` returns the ids of the users whose streams to wake.
+    """
+    return f"""
+readers AS (
+    SELECT u.id FROM users u
+    WHERE u.id IN ({members}) AND EXISTS (SELECT FROM {after})
+    ORDER BY u.id
+    FOR NO KEY UPDATE OF u
+),
+positions AS (
+    UPDATE users SET feed_seq = users.feed_seq + 1
+    FROM readers WHERE users.id = readers.id
+    RETURNING users.id, users.feed_seq
+),
+fed AS (
+    INSERT INTO feed (user_id, seq, channel_id, message_index, actor_id, kind)
+    SELECT positions.id, positions.feed_seq, {event}
+    FROM {source}
+    RETURNING user_id
+)"""
+
+
+WOKEN = "ARRAY(SELECT user_id FROM fed ORDER BY user_id) AS woken"
+# What a replayed send answers in its place: the members, whose feeds the first send wrote.
+MEMBERS_WOKEN = """ARRAY(
+    SELECT user_id FROM users_channels WHERE channel_id = message.channel_id ORDER BY user_id
+) AS woken"""
+
+
 class PoolBusy(TimeoutError):
     """No pool connection came free within PG_ACQUIRE_TIMEOUT."""
 
@@ -304,6 +341,7 @@ class NewConversation:
     id: str | None
     inserted_at: str | None
     known_participants: int
+    woken: list[int]  # the participants whose feeds got the `conversation` event
 
 
 CREATE_CONVERSATION = f"""
@@ -319,9 +357,17 @@ channel AS (
 members AS (
     INSERT INTO users_channels (channel_id, user_id)
     SELECT channel.id, participants.id FROM channel, participants
-)
+),
+{
+    write_feed(
+        members="$1, $2",
+        after="channel",
+        event="channel.id, NULL::bigint, NULL::bigint, 'conversation'",
+        source="positions, channel",
+    )
+}
 SELECT channel.id::text AS id, {ISO_UTC.format(column="channel.inserted_at")} AS inserted_at,
-       (SELECT count(*) FROM participants) AS known_participants
+       (SELECT count(*) FROM participants) AS known_participants, {WOKEN}
 FROM (SELECT 1) AS one LEFT JOIN channel ON true
 """
 
@@ -337,7 +383,9 @@ async def create_conversation(conn: Executor, low_id: int, high_id: int) -> NewC
     """
     row = await conn.fetchrow(CREATE_CONVERSATION, low_id, high_id)
     assert row is not None
-    return NewConversation(row["id"], row["inserted_at"], row["known_participants"])
+    return NewConversation(
+        row["id"], row["inserted_at"], row["known_participants"], list(row["woken"])
+    )
 
 
 async def find_conversation_between(conn: Executor, low_id: int, high_id: int) -> str | None:
@@ -346,8 +394,17 @@ async def find_conversation_between(conn: Executor, low_id: int, high_id: int) -
     return None if value is None else str(value)
 
 
-LIST_CONVERSATIONS = f"""
-SELECT c.id::text AS id, {ISO_UTC.format(column="c.inserted_at")} AS inserted_at, u.name
+# One conversation as `GET /conversations` shows it to a member, over `c` (the channels row)
+# and `u` (the other participant's users row); the `conversation` event carries the same.
+CONVERSATION_COLUMNS = f"""
+c.id::text AS id, {ISO_UTC.format(column="c.inserted_at")} AS inserted_at, u.name
+"""
+CONVERSATION_KEYS = ("id", "inserted_at", "name")
+
+
+def _list_conversations(extra: str = "") -> str:
+    return f"""
+SELECT {CONVERSATION_COLUMNS}{extra}
 FROM users_channels mine
 JOIN channels c ON c.id = mine.channel_id
 JOIN users_channels other ON other.channel_id = mine.channel_id AND other.user_id <> mine.user_id
@@ -357,9 +414,21 @@ ORDER BY c.id
 """
 
 
-async def list_conversations(conn: Executor, user_id: int) -> list[asyncpg.Record]:
-    """The user's conversations, each with the other participant's name."""
-    return await conn.fetch(LIST_CONVERSATIONS, user_id)
+LIST_CONVERSATIONS = _list_conversations()
+# Indexes are 1..last_index without gaps, so the messages above the horizon are counted
+# from the counter; a horizon set above it counts none.
+LIST_CONVERSATIONS_WITH_UNREAD = _list_conversations(
+    ", c.last_index, greatest(c.last_index - mine.last_viewed_index, 0) AS unread"
+)
+
+
+async def list_conversations(
+    conn: Executor, user_id: int, *, unread: bool = False
+) -> list[asyncpg.Record]:
+    """The user's conversations, each with the other participant's name; with `unread`, also
+    the conversation's highest index and how many messages are above the user's horizon."""
+    statement = LIST_CONVERSATIONS_WITH_UNREAD if unread else LIST_CONVERSATIONS
+    return await conn.fetch(statement, user_id)
 
 
 # The parts of a send shared by SEND_MESSAGE and SEND_MESSAGE_WITH_KEY: $1 conversation,
@@ -378,6 +447,14 @@ event AS (
            ARRAY(SELECT user_id FROM users_channels WHERE channel_id = $1 ORDER BY user_id)
     FROM message
 )"""
+
+# Each member's `message` event, written by the send itself (see write_feed).
+WRITE_MESSAGE_FEED = write_feed(
+    members="SELECT user_id FROM users_channels WHERE channel_id = $1",
+    after="message",
+    event="message.channel_id, message.index, message.user_id, 'message'",
+    source="positions, message",
+)
 
 # Over `message` (a messages row) and `author` (its sender's users row).
 SENT_MESSAGE = f"""
@@ -398,8 +475,9 @@ message AS (
     SELECT $3, $2, $1, last_index FROM counter
     RETURNING id, content, index, user_id, channel_id, inserted_at
 ),
-{WRITE_EVENT}
-SELECT {SENT_MESSAGE}
+{WRITE_EVENT},
+{WRITE_MESSAGE_FEED}
+SELECT {SENT_MESSAGE}, {WOKEN}
 FROM message, author
 """
 
@@ -407,11 +485,12 @@ FROM message, author
 async def send_message(
     conn: Executor, channel_id: int, user_id: int, content: str
 ) -> asyncpg.Record | None:
-    """Append a message and its outbox event in one statement; None if the user is no member.
+    """Append a message, its outbox event and each member's feed event in one statement;
+    None if the user is no member. `woken` lists the members whose streams to wake.
 
-    The counter row of the conversation is the only lock taken, so senders of one
-    conversation queue up behind each other and nobody else waits; from the pool, they queue
-    in the conversation's own line (see Pool).
+    The counter row of the conversation is taken first, so senders of one conversation queue
+    up behind each other (from the pool, in the conversation's own line, see Pool); then the
+    members' rows, for the moment the statement and its commit take (see write_feed).
     """
     if isinstance(conn, Pool):
         async with conn.acquire(conversation=channel_id) as held:
@@ -451,18 +530,19 @@ message AS (
     SELECT claim.message_id, $3, $2, $1, counter.last_index FROM claim, counter
     RETURNING id, content, index, user_id, channel_id, inserted_at
 ),
-{WRITE_EVENT}
-SELECT false AS replayed, {SENT_MESSAGE}
+{WRITE_EVENT},
+{WRITE_MESSAGE_FEED}
+SELECT false AS replayed, {SENT_MESSAGE}, {WOKEN}
 FROM message, author
 UNION ALL
-SELECT true, {SENT_MESSAGE}
+SELECT true, {SENT_MESSAGE}, {MEMBERS_WOKEN}
 FROM earlier
 JOIN messages message ON message.id = earlier.message_id
 JOIN users author ON author.id = message.user_id
 """
 
 STORED_ANSWER = f"""
-SELECT true AS replayed, {SENT_MESSAGE}
+SELECT true AS replayed, {SENT_MESSAGE}, {MEMBERS_WOKEN}
 FROM idempotency_keys k
 JOIN messages message ON message.id = k.message_id
 JOIN users author ON author.id = message.user_id
@@ -629,16 +709,31 @@ async def list_messages_before(
     return _message_page(rows)
 
 
-SET_VIEW_HORIZON = """
-UPDATE users_channels SET last_viewed_index = $3
-WHERE channel_id = $1 AND user_id = $2
-RETURNING 1
+SET_VIEW_HORIZON = f"""
+WITH horizon AS (
+    UPDATE users_channels SET last_viewed_index = $3
+    WHERE channel_id = $1 AND user_id = $2
+    RETURNING channel_id
+),
+{
+    write_feed(
+        members="SELECT user_id FROM users_channels WHERE channel_id = $1",
+        after="horizon",
+        event="$1::bigint, $3::bigint, $2::bigint, 'horizon'",
+        source="positions",
+    )
+}
+SELECT {WOKEN} FROM horizon
 """
 
 
-async def set_view_horizon(conn: Executor, channel_id: int, user_id: int, index: int) -> bool:
-    """Store the user's last viewed index; False if the user is not a member."""
-    return await conn.fetchval(SET_VIEW_HORIZON, channel_id, user_id, index) is not None
+async def set_view_horizon(
+    conn: Executor, channel_id: int, user_id: int, index: int
+) -> list[int] | None:
+    """Store the user's last viewed index and give both members a `horizon` event; returns
+    the users whose streams to wake, or None if the user is not a member."""
+    woken: list[int] | None = await conn.fetchval(SET_VIEW_HORIZON, channel_id, user_id, index)
+    return woken
 
 
 OUTBOX_BACKLOG = """
