@@ -2,10 +2,11 @@
 
     MessengerError               an answer for the client: status + text, never internals
     ├── BadRequest (400)         malformed input or a broken rule (texts kept from Node)
-    ├── NotFound (404)           an unknown conversation
+    ├── NotFound (404)           an unknown conversation, or an unknown user opening a stream
     ├── Unprocessable (422)      a well-formed request that contradicts an earlier one
     └── Unavailable (503)        PostgreSQL cannot be reached, or a bounded wait for it ran out
-                                 (pool, lock, statement timeout); sent with Retry-After
+                                 (pool, lock, statement timeout), or the instance serves
+                                 SSE_MAX_STREAMS streams; sent with Retry-After
 
 Anything else that escapes a handler is a bug: it is logged with the request id and the
 client gets a 500 JSON body naming only that id.
@@ -41,6 +42,7 @@ CONTENT_HAS_NUL = (
 )
 INDEX_NOT_INTEGER = "index must be a non-negative integer"
 QUERY_NOT_INTEGER = "{name} must be a positive integer"
+QUERY_NOT_BOOLEAN = "{name} must be true or false"
 CURSORS_EXCLUSIVE = "after_index and before_index cannot be used together"
 NOT_FOUND = "Not found"
 METHOD_NOT_ALLOWED = "Method not allowed"
@@ -49,6 +51,15 @@ IDEMPOTENCY_KEY_REPEATED = "Idempotency-Key header must be given once (got diffe
 IDEMPOTENCY_KEY_REUSED = (
     "Idempotency-Key was already used for a message with other content in this conversation;"
     " use a new key for a new message"
+)
+USER_NOT_FOUND = "User with id {id} does not exist"
+EVENT_ID_INVALID = (
+    "Last-Event-ID must be the id of an event of this stream (<user id>-<position>), got {value!r}"
+)
+EVENT_ID_FOREIGN = "Last-Event-ID {value!r} belongs to another user's stream"
+EVENT_ID_UNKNOWN = "Last-Event-ID {value!r} names a position this user's stream has not reached"
+STREAMS_FULL = (
+    "This instance serves as many event streams as SSE_MAX_STREAMS allows, try again shortly"
 )
 DATABASE_UNAVAILABLE = "The database is unavailable, try again shortly"
 DATABASE_BUSY = "The database is busy, try again shortly"

@@ -24,6 +24,7 @@ from messenger.errors import (
     NOT_IN_CONVERSATION,
     PARTICIPANT_NOT_ID,
     PARTICIPANTS_NOT_LIST,
+    QUERY_NOT_BOOLEAN,
     QUERY_NOT_INTEGER,
     UNKNOWN_PARTICIPANTS,
     USER_ID_REQUIRED,
@@ -175,15 +176,27 @@ async def create_conversation(request: Request) -> Response:
                 raise BadRequest(UNKNOWN_PARTICIPANTS)
             existing = await db.find_conversation_between(services.pool, low_id, high_id)
             raise BadRequest(CONVERSATION_EXISTS.format(id=existing))
+    services.feeds_written(created.woken)
     conversation = {"id": created.id, "inserted_at": created.inserted_at}
     return JSONResponse({"conversation": conversation}, status_code=201)
 
 
+def _query_flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "false":
+        return False
+    if raw == "true":
+        return True
+    raise BadRequest(QUERY_NOT_BOOLEAN.format(name=name))
+
+
 async def list_conversations(request: Request) -> Response:
+    """The caller's conversations; `unread=true` adds `last_index` and `unread` to each."""
     user_id = _user_id(request)
+    unread = _query_flag(request, "unread")
     services = Services.of(request)
     async with db.unavailable_as_503():
-        rows = await db.list_conversations(services.pool, user_id)
+        rows = await db.list_conversations(services.pool, user_id, unread=unread)
     return JSONResponse({"conversations": [dict(row) for row in rows]})
 
 
@@ -203,6 +216,7 @@ async def send_message(request: Request) -> Response:
             raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
     if key is None or not row["replayed"]:
         services.outbox_written()
+        services.feeds_written(row["woken"])
     message = {
         "id": row["id"],
         "content": row["content"],
@@ -278,7 +292,9 @@ async def set_view_horizon(request: Request) -> Response:
         raise BadRequest(INDEX_NOT_INTEGER)
     services = Services.of(request)
     async with db.unavailable_as_503():
-        if not await db.set_view_horizon(services.pool, conversation_id, user_id, index):
+        woken = await db.set_view_horizon(services.pool, conversation_id, user_id, index)
+        if woken is None:
             await _membership_error(services, conversation_id, user_id)
             raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
+    services.feeds_written(woken)
     return Response(status_code=204)
