@@ -1,5 +1,6 @@
 """The ASGI application: routes, middleware, error handlers, and the lifespan owning connections."""
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -10,17 +11,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from messenger import db, discovery, handlers, limits, openapi
+from messenger import db, discovery, handlers, limits, openapi, stream
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
 from messenger.events import OutboxRelay
+from messenger.feed import FeedSweeper
 from messenger.idempotency import KeySweeper
 from messenger.metrics import PROBE_TIMEOUT, Metrics
 from messenger.page_cache import PageCache
 from messenger.services import Services
 from messenger.settings import Settings
+from messenger.stream import Streams
+from messenger.wakeups import WakeUps
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -39,6 +43,7 @@ ROUTES = [
     Route("/health/ready", handlers.ready, methods=["GET"], name="ready"),
     Route("/metrics", handlers.metrics, methods=["GET"], name="metrics"),
     Route("/openapi.json", openapi.serve, methods=["GET"], name="openapi"),
+    Route("/events", stream.events, methods=["GET"], name="events"),
     Route(
         "/conversations",
         by_method(get=handlers.list_conversations, post=handlers.create_conversation),
@@ -57,13 +62,27 @@ ROUTES = [
 ]
 
 
-def create_app(settings: Settings, *, registration: Registration | None = None) -> Starlette:
-    """The app; `registration` is shared with the entrypoint that deregisters on a signal.
+async def _cancel(task: "asyncio.Task[None]") -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
-    Without one, a registration is made when CONSUL_SERVICE_NAME is set.
+
+def create_app(
+    settings: Settings,
+    *,
+    registration: Registration | None = None,
+    streams: Streams | None = None,
+) -> Starlette:
+    """The app; `registration` and `streams` are shared with the entrypoint, which deregisters
+    on a signal and then ends the streams before the listener closes.
+
+    Without a registration, one is made when CONSUL_SERVICE_NAME is set.
     """
     registration = registration or Registration.for_settings(settings)
     metrics = Metrics(ROUTES)
+    streams = streams or Streams(settings)
+    streams.metrics = metrics
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
@@ -80,7 +99,16 @@ def create_app(settings: Settings, *, registration: Registration | None = None) 
                 pages=PageCache(settings.messages_cache_size),
                 discovery=registration,
                 metrics=metrics,
+                streams=streams,
             )
+            services.wakeups = WakeUps(settings, streams.wake)
+            services.wakeups.start()
+            stack.push_async_callback(services.wakeups.stop)
+            poll = asyncio.create_task(streams.poll(pool), name="stream-poll")
+            stack.push_async_callback(_cancel, poll)
+            feed_sweeper = FeedSweeper(settings, pool)
+            feed_sweeper.start()
+            stack.push_async_callback(feed_sweeper.stop)
             if settings.relay_enabled:
                 services.relay = OutboxRelay(settings, services.outbox_pending)
                 services.relay.start()

@@ -21,6 +21,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 HEAD_TOO_LARGE = "request header fields too large"
 HEAD_TIMEOUT = "request headers not received in time"
 INVALID_REQUEST = "invalid HTTP request"
+ABORT_EXTENSION = "messenger.abort"  # scope["extensions"][...]["abort"](): drop the connection
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -80,6 +81,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = self._head_open = False
         self._heads_done += 1
         self._disarm_head_timer()
+        # A response that waits for a client which stopped reading (an event stream) can only
+        # stop waiting by closing the connection: give the application the means.
+        extensions = self.scope.setdefault("extensions", {})
+        extensions[ABORT_EXTENSION] = {"abort": self.transport.abort}
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -120,6 +120,28 @@ ID_STRING = {"type": "string", "pattern": r"^[1-9][0-9]*$", "description": "a bi
 ID_NUMBER = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 TIME = {"type": "string", "pattern": TIMESTAMP, "description": "UTC, to the second, `.000Z`"}
 
+_CONVERSATION = {"id": ID_STRING, "inserted_at": TIME, "name": {"type": "string"}}
+
+_EVENT_STREAM = """\
+Server-sent events (`text/event-stream`) of what happens in the caller's conversations, \
+until the client goes or the instance shuts down. The stream opens with `retry: <ms>` and \
+`id: <id>` (no data). Each event has an `id:`, an `event:` name and one `data:` line of \
+compact JSON:
+
+- `message`: `{"conversation_id":"7","message":{...}}`, the message exactly as \
+`GET /conversations/7/messages` lists it;
+- `conversation`: `{"conversation":{"id":"7","inserted_at":"...","name":"..."}}`, exactly as \
+`GET /conversations` lists it to the caller;
+- `horizon`: `{"conversation_id":"7","user_id":"2","index":"5"}`;
+- `reset` (data `{}`): events after the resumed id are no longer kept (FEED_RETENTION): \
+reload through the REST routes; live events follow.
+
+A `: ping` comment follows SSE_HEARTBEAT_INTERVAL seconds (15) of quiet. Resume on any \
+instance with `Last-Event-ID: <id>` (or `last_event_id=<id>`; the header wins): every event \
+after that one follows, none missing, none repeated; per conversation, messages come in index \
+order.
+"""
+
 _PATHS: dict[str, dict[str, Any]] = {
     "/health": {
         "get": {
@@ -224,9 +246,22 @@ _PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "operationId": "listConversations",
             "summary": "The conversations of a user, each named after the other participant",
-            "description": "Key order of each item: `id`, `inserted_at`, `name`; `id` is a string.",
+            "description": "Key order of each item: `id`, `inserted_at`, `name`; `id` is a "
+            "string. With `unread=true` each item also has `last_index` and `unread`, after "
+            "`name`; without it the answer is exactly the Node service's.",
             "tags": ["conversations"],
-            "parameters": [_ref("parameters", "UserId"), _ref("parameters", "X-Request-Id")],
+            "parameters": [
+                _ref("parameters", "UserId"),
+                {
+                    "name": "unread",
+                    "in": "query",
+                    "required": False,
+                    "description": "`true`: add `last_index` (the highest message index) and "
+                    "`unread` (messages above the caller's view horizon) to each item.",
+                    "schema": {"type": "string", "enum": ["true", "false"]},
+                },
+                _ref("parameters", "X-Request-Id"),
+            ],
             "responses": {
                 "200": _json(
                     "The user's conversations, oldest first.",
@@ -234,18 +269,28 @@ _PATHS: dict[str, dict[str, Any]] = {
                         {
                             "conversations": {
                                 "type": "array",
-                                "items": _object(
-                                    {
-                                        "id": ID_STRING,
-                                        "inserted_at": TIME,
-                                        "name": {"type": "string"},
-                                    }
-                                ),
+                                "items": {
+                                    "oneOf": [
+                                        _object(_CONVERSATION),
+                                        _object(
+                                            {
+                                                **_CONVERSATION,
+                                                "last_index": {"type": "integer", "minimum": 0},
+                                                "unread": {"type": "integer", "minimum": 0},
+                                            }
+                                        ),
+                                    ]
+                                },
                             }
                         }
                     ),
                 ),
-                "400": _error("User-Id missing or not a positive integer.", *_BAD_USER_ID),
+                "400": _error(
+                    "User-Id missing or not a positive integer, or `unread` neither true nor "
+                    "false.",
+                    *_BAD_USER_ID,
+                    errors.QUERY_NOT_BOOLEAN,
+                ),
                 **_COMMON,
             },
         },
@@ -418,6 +463,63 @@ _PATHS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "/events": {
+        "get": {
+            "operationId": "streamEvents",
+            "summary": "The caller's live event stream (server-sent events), resumable anywhere",
+            "description": _EVENT_STREAM,
+            "tags": ["events"],
+            "parameters": [
+                _ref("parameters", "UserId"),
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "The id of the last event the client got (browsers send "
+                    "it when they reconnect): the stream continues after it.",
+                    "schema": {"type": "string", "maxLength": 200},
+                    "example": "1-42",
+                },
+                {
+                    "name": "last_event_id",
+                    "in": "query",
+                    "required": False,
+                    "description": "As `Last-Event-ID`, for clients that cannot set headers.",
+                    "schema": {"type": "string", "maxLength": 200},
+                },
+                _ref("parameters", "X-Request-Id"),
+            ],
+            "responses": {
+                "200": {
+                    "description": "The stream: it ends only when the client or the instance does.",
+                    "headers": _headers(
+                        {
+                            "Cache-Control": {"schema": {"type": "string", "const": "no-cache"}},
+                            "X-Accel-Buffering": {"schema": {"type": "string", "const": "no"}},
+                        }
+                    ),
+                    "content": {
+                        "text/event-stream": {
+                            "schema": {"type": "string"},
+                            "example": "retry: 2000\nid: 1-41\n\nid: 1-42\nevent: horizon\n"
+                            'data: {"conversation_id":"7","user_id":"2","index":"5"}\n\n',
+                        }
+                    },
+                },
+                "400": _error(
+                    "User-Id missing or malformed, or a Last-Event-ID that is malformed, "
+                    "another user's, or ahead of the caller's stream.",
+                    *_BAD_USER_ID,
+                    errors.EVENT_ID_INVALID,
+                    errors.EVENT_ID_FOREIGN,
+                    errors.EVENT_ID_UNKNOWN,
+                ),
+                "404": _error("No such user.", errors.USER_NOT_FOUND),
+                "500": _ref("responses", "InternalError"),
+                "503": _ref("responses", "StreamUnavailable"),
+            },
+        },
+    },
 }
 
 _ID_VALUE = {
@@ -551,6 +653,14 @@ _COMPONENTS: dict[str, Any] = {
             errors.DATABASE_BUSY,
             headers={"Retry-After": _ref("headers", "Retry-After")},
         ),
+        "StreamUnavailable": _error(
+            "This instance serves SSE_MAX_STREAMS streams, or PostgreSQL is unavailable or "
+            "busy: try again (through the load balancer, another instance).",
+            errors.STREAMS_FULL,
+            errors.DATABASE_UNAVAILABLE,
+            errors.DATABASE_BUSY,
+            headers={"Retry-After": _ref("headers", "Retry-After")},
+        ),
         "InternalError": _error(
             "A bug: logged with the request id, which is all the body names.",
             errors.INTERNAL_ERROR,
@@ -588,6 +698,7 @@ def render() -> bytes:
             "tags": [
                 {"name": "conversations"},
                 {"name": "messages"},
+                {"name": "events", "description": "Live delivery (server-sent events)."},
                 {"name": "operations", "description": "Probes, metrics, this document."},
             ],
             "paths": _PATHS,

@@ -2,6 +2,7 @@
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -11,6 +12,10 @@ from messenger.events import OutboxRelay
 from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
 from messenger.settings import Settings
+from messenger.wakeups import WakeUps
+
+if TYPE_CHECKING:
+    from messenger.stream import Streams
 
 
 @dataclass(slots=True)
@@ -23,6 +28,8 @@ class Services:
     relay: OutboxRelay | None = None
     discovery: Registration | None = None  # None: CONSUL_SERVICE_NAME unset, never registers
     metrics: Metrics | None = None
+    streams: "Streams | None" = None
+    wakeups: WakeUps | None = None
 
     @staticmethod
     def of(request: Request) -> "Services":
@@ -32,3 +39,9 @@ class Services:
     def outbox_written(self) -> None:
         """Wake the event relay: a committed send left a row in the outbox."""
         self.outbox_pending.set()
+
+    def feeds_written(self, user_ids: list[int]) -> None:
+        """Wake the streams of these users, here and on the other instances: a committed
+        statement gave them feed events."""
+        if self.wakeups is not None:
+            self.wakeups.publish(user_ids)

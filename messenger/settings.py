@@ -127,6 +127,57 @@ class Settings(BaseSettings):
     idempotency_key_ttl: float = Field(default=24 * 3600, gt=0, le=366 * 24 * 3600)
     idempotency_sweep_interval: float = Field(default=60.0, gt=0)
 
+    sse_max_streams: int = Field(
+        default=10_000,
+        ge=0,
+        le=1_000_000,
+        description="Event streams (GET /events) one instance serves at once; beyond it a new"
+        " stream gets 503 with Retry-After. Each stream is a file descriptor and about"
+        " 20 kB of memory.",
+    )
+    sse_heartbeat_interval: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="Seconds of quiet after which a stream sends a `: ping` comment, so proxies"
+        " and clients notice a dead connection; the load balancer's read timeout must be"
+        " longer.",
+    )
+    sse_retry: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client waits before reconnecting a lost stream (the `retry:`"
+        " line every stream opens with).",
+    )
+    sse_send_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds a stream waits for a client that stopped reading before it drops"
+        " the connection (the client resumes with Last-Event-ID).",
+    )
+    feed_poll_interval: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="Seconds between two reads of the feed positions of every user with a"
+        " stream here: an event whose wake-up was missed (notification lost, database"
+        " reconnected) is delivered at most this late.",
+    )
+    feed_retention: float = Field(
+        default=3600.0,
+        gt=0,
+        le=366 * 24 * 3600,
+        description="Seconds a user's events stay resumable. A stream resumed from an older"
+        " event opens with `event: reset` (the client reloads through the REST routes).",
+    )
+    feed_sweep_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between two deletions of events older than FEED_RETENTION.",
+    )
+
     consul_service_name: str | None = Field(default=None, min_length=1)
     consul_host: str = "consul-client"
     consul_port: Port = 8500
