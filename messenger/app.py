@@ -16,14 +16,15 @@ from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
-from messenger.events import OutboxRelay
 from messenger.feed import FeedSweeper
 from messenger.idempotency import KeySweeper
-from messenger.metrics import PROBE_TIMEOUT, Metrics
+from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
+from messenger.readiness import PROBE_TIMEOUT
+from messenger.relay import OutboxRelay
 from messenger.services import Services
 from messenger.settings import Settings
-from messenger.stream import Streams
+from messenger.streams import Streams
 from messenger.wakeups import WakeUps
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -75,14 +76,13 @@ def create_app(
     streams: Streams | None = None,
 ) -> Starlette:
     """The app; `registration` and `streams` are shared with the entrypoint, which deregisters
-    on a signal and then ends the streams before the listener closes.
+    on a signal and then ends the streams as the listener closes.
 
     Without a registration, one is made when CONSUL_SERVICE_NAME is set.
     """
     registration = registration or Registration.for_settings(settings)
     metrics = Metrics(ROUTES)
     streams = streams or Streams(settings)
-    streams.metrics = metrics
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:

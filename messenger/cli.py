@@ -27,7 +27,7 @@ def serve(settings: Settings) -> int:
     from messenger.http_limits import bounded_protocol
     from messenger.limits import raise_open_files_limit
     from messenger.server import Server
-    from messenger.stream import Streams
+    from messenger.streams import Streams
 
     raise_open_files_limit()
     # One registration shared by the app (which registers) and the server (which deregisters
@@ -91,7 +91,7 @@ def wait_for_schema(settings: Settings) -> int:
 def relay(settings: Settings) -> int:
     import asyncio
 
-    from messenger.events import run_relay
+    from messenger.relay import run_relay
 
     asyncio.run(run_relay(settings))
     return 0

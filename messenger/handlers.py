@@ -33,8 +33,8 @@ from messenger.errors import (
     Unprocessable,
 )
 from messenger.idempotency import idempotency_key
-from messenger.metrics import probe, readiness
 from messenger.page_cache import render_page
+from messenger.readiness import probe, readiness
 from messenger.responses import JSONResponse
 from messenger.services import Services
 

@@ -1,8 +1,6 @@
-"""Prometheus metrics and readiness: request figures, and dependency figures read at scrape time."""
+"""Prometheus metrics: request figures, and dependency figures read at scrape time."""
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -10,13 +8,10 @@ from prometheus_client.exposition import choose_encoder
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
-from messenger import __version__, db
+from messenger import __version__
 from messenger.discovery import State
+from messenger.readiness import Dependencies, Probe, pool_state
 
-if TYPE_CHECKING:
-    from messenger.services import Services
-
-PROBE_TIMEOUT = 2.0  # seconds a readiness check or scrape waits for PostgreSQL, connecting included
 UNMATCHED = "unmatched"  # the route label of paths no route knows, so junk URLs add no series
 
 # Request latencies of a chat API: milliseconds when healthy, seconds when PostgreSQL struggles.
@@ -24,72 +19,6 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 # From an event's transaction to its write on a stream: milliseconds when woken, up to
 # FEED_POLL_INTERVAL when a wake-up was missed.
 DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """What a readiness check or a scrape found out from PostgreSQL just now."""
-
-    database: bool
-    outbox_pending: int | None = None
-    outbox_oldest_age: float | None = None
-    outbox_parked: int | None = None
-
-
-async def _outbox_figures(conn: db.Connection) -> tuple[int, float, int]:
-    pending, oldest_age = await db.outbox_backlog(conn)
-    return pending, oldest_age, await db.outbox_parked(conn)
-
-
-async def probe(services: "Services") -> Probe:
-    """Ask PostgreSQL for the outbox backlog; an answer also proves the database reachable.
-
-    The question goes over a connection of its own, never through the request pool, so a
-    busy pool is not mistaken for a database that is down.
-    """
-    try:
-        pending, oldest_age, parked = await services.checks.run(_outbox_figures)
-    except db.DATABASE_ERRORS:
-        return Probe(database=False)
-    return Probe(True, outbox_pending=pending, outbox_oldest_age=oldest_age, outbox_parked=parked)
-
-
-def pool_state(pool: db.Pool) -> dict[str, int | bool]:
-    """The request pool right now; `busy` while requests wait in line for a connection."""
-    waiting = pool.gate.waiting
-    return {
-        "busy": waiting > 0,
-        "in_use": pool.get_size() - pool.get_idle_size(),
-        "max": pool.get_max_size(),
-        "waiting": waiting,
-    }
-
-
-def readiness(services: "Services", found: Probe) -> tuple[bool, dict[str, Any]]:
-    """Whether the instance should get traffic, and the figures that say why.
-
-    Only an unreachable database (or a shutdown under way) makes it unready: the outbox
-    keeps events while the broker is away, and Consul is the load balancer's concern. A busy
-    pool does not either: taking a loaded instance out would only load the others more, and
-    its requests get a 503 after PG_ACQUIRE_TIMEOUT rather than hang.
-    """
-    relay = services.relay
-    registration = services.discovery
-    leaving = registration is not None and registration.state is State.DEREGISTERED
-    ready = found.database and not leaving
-    body = {
-        "status": "ready" if ready else "unavailable",
-        "database": found.database,
-        "pool": pool_state(services.pool),
-        "broker": None if relay is None else bool(relay.connected),
-        "outbox": {
-            "pending": found.outbox_pending,
-            "oldest_age_seconds": found.outbox_oldest_age,
-        },
-        "registered": None if registration is None else registration.state is State.REGISTERED,
-        "version": __version__,
-    }
-    return ready, body
 
 
 def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
@@ -150,10 +79,10 @@ class Metrics:
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
 
-    def render(self, services: "Services", found: Probe, accept: str) -> tuple[bytes, str]:
+    def render(self, dependencies: Dependencies, found: Probe, accept: str) -> tuple[bytes, str]:
         """The exposition (format chosen by the Accept header) and its content type."""
         encode, content_type = choose_encoder(accept)
-        self._figures.current = (services, found)
+        self._figures.current = (dependencies, found)
         try:
             return encode(self.registry), content_type
         finally:
@@ -164,12 +93,12 @@ class _ScrapeTimeFigures:
     """Figures other objects keep (pool, relay, registration), read while a scrape renders."""
 
     def __init__(self) -> None:
-        self.current: tuple[Services, Probe] | None = None
+        self.current: tuple[Dependencies, Probe] | None = None
 
     def collect(self) -> Iterable[Metric]:
         if self.current is None:
             return
-        services, found = self.current
+        dependencies, found = self.current
         yield _gauge("messenger_info", "The running version.", 1, version=__version__)
         yield _gauge("messenger_database_up", "1 if PostgreSQL answered.", found.database)
         if found.outbox_pending is not None:
@@ -190,14 +119,14 @@ class _ScrapeTimeFigures:
                 "Events RabbitMQ refused RELAY_MAX_ATTEMPTS times, waiting in outbox_parked.",
                 found.outbox_parked,
             )
-        yield from _pool_figures(services)
-        yield from _relay_figures(services)
-        yield from _registration_figures(services)
-        yield from _stream_figures(services)
+        yield from _pool_figures(dependencies)
+        yield from _relay_figures(dependencies)
+        yield from _registration_figures(dependencies)
+        yield from _stream_figures(dependencies)
 
 
-def _pool_figures(services: "Services") -> Iterable[Metric]:
-    pool = services.pool
+def _pool_figures(dependencies: Dependencies) -> Iterable[Metric]:
+    pool = dependencies.pool
     size, idle = pool.get_size(), pool.get_idle_size()
     connections = GaugeMetricFamily(
         "messenger_db_pool_connections",
@@ -220,8 +149,8 @@ def _pool_figures(services: "Services") -> Iterable[Metric]:
     )
 
 
-def _relay_figures(services: "Services") -> Iterable[Metric]:
-    relay = services.relay
+def _relay_figures(dependencies: Dependencies) -> Iterable[Metric]:
+    relay = dependencies.relay
     if relay is None:  # RELAY_ENABLED=false: this instance publishes nothing
         return
     yield CounterMetricFamily(
@@ -247,8 +176,8 @@ def _relay_figures(services: "Services") -> Iterable[Metric]:
     yield _gauge("messenger_relay_connected", "1 while connected to RabbitMQ.", relay.connected)
 
 
-def _registration_figures(services: "Services") -> Iterable[Metric]:
-    registration = services.discovery
+def _registration_figures(dependencies: Dependencies) -> Iterable[Metric]:
+    registration = dependencies.discovery
     if registration is None:  # CONSUL_SERVICE_NAME unset: this instance does not register
         return
     states = GaugeMetricFamily(
@@ -261,8 +190,8 @@ def _registration_figures(services: "Services") -> Iterable[Metric]:
     yield states
 
 
-def _stream_figures(services: "Services") -> Iterable[Metric]:
-    streams = services.streams
+def _stream_figures(dependencies: Dependencies) -> Iterable[Metric]:
+    streams = dependencies.streams
     if streams is None:
         return
     yield _gauge("messenger_streams_open", "Live event streams open now.", streams.count)
@@ -274,7 +203,7 @@ def _stream_figures(services: "Services") -> Iterable[Metric]:
         "Streams closed because the client took no data for SSE_SEND_TIMEOUT.",
         value=streams.dropped,
     )
-    wakeups = services.wakeups
+    wakeups = dependencies.wakeups
     if wakeups is not None:
         yield _gauge(
             "messenger_wakeups_connected",

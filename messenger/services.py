@@ -2,20 +2,17 @@
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from messenger.db import CheckConnection, Pool
 from messenger.discovery import Registration
-from messenger.events import OutboxRelay
 from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
+from messenger.relay import OutboxRelay
 from messenger.settings import Settings
+from messenger.streams import Streams
 from messenger.wakeups import WakeUps
-
-if TYPE_CHECKING:
-    from messenger.stream import Streams
 
 
 @dataclass(slots=True)
@@ -28,7 +25,7 @@ class Services:
     relay: OutboxRelay | None = None
     discovery: Registration | None = None  # None: CONSUL_SERVICE_NAME unset, never registers
     metrics: Metrics | None = None
-    streams: "Streams | None" = None
+    streams: Streams | None = None
     wakeups: WakeUps | None = None
 
     @staticmethod

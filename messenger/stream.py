@@ -16,8 +16,6 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,17 +26,14 @@ from messenger.errors import (
     EVENT_ID_FOREIGN,
     EVENT_ID_INVALID,
     EVENT_ID_UNKNOWN,
-    STREAMS_FULL,
     USER_NOT_FOUND,
     BadRequest,
     NotFound,
-    Unavailable,
 )
 from messenger.handlers import _user_id
 from messenger.http_limits import ABORT_EXTENSION
-from messenger.metrics import Metrics
 from messenger.services import Services
-from messenger.settings import Settings
+from messenger.streams import Listener, Streams
 
 logger = logging.getLogger("messenger.stream")
 
@@ -52,78 +47,6 @@ HEADERS = [
 ]
 PING = b": ping\n\n"
 RESET = b"event: reset\ndata: {}\n\n"
-
-
-@dataclass(eq=False, slots=True)
-class Listener:
-    """One open stream, as the registry sees it: whose it is, where it is, how to wake it."""
-
-    user_id: int
-    position: int
-    signal: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Streams:
-    """This instance's open streams: the limit, the wake-ups, the end at shutdown."""
-
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        self.limit = settings.sse_max_streams
-        self.by_user: dict[int, set[Listener]] = {}
-        self.count = 0
-        self.closing = False
-        self.dropped = 0  # streams of clients that stopped reading
-
-    def open(self, user_id: int, position: int) -> Listener:
-        if self.closing or self.count >= self.limit:
-            raise Unavailable(STREAMS_FULL)
-        listener = Listener(user_id, position)
-        self.by_user.setdefault(user_id, set()).add(listener)
-        self.count += 1
-        return listener
-
-    def close(self, listener: Listener) -> None:
-        listeners = self.by_user.get(listener.user_id)
-        if listeners is None or listener not in listeners:
-            return
-        listeners.discard(listener)
-        if not listeners:
-            del self.by_user[listener.user_id]
-        self.count -= 1
-
-    def wake(self, user_ids: Iterable[int] | None) -> None:
-        """Make these users' streams read their feed again (None: every stream)."""
-        if user_ids is None:
-            for listeners in self.by_user.values():
-                for listener in listeners:
-                    listener.signal.set()
-            return
-        for user_id in user_ids:
-            for listener in self.by_user.get(user_id, ()):
-                listener.signal.set()
-
-    def end_all(self) -> None:
-        """Shutdown: every stream ends after the event it is writing, and no new one opens."""
-        self.closing = True
-        self.wake(None)
-
-    async def poll(self, pool: db.Pool) -> None:
-        """Re-read every FEED_POLL_INTERVAL the positions of the users with a stream here, and
-        wake the streams that are behind: a wake-up that never came delays, never loses."""
-        while True:
-            await asyncio.sleep(self.settings.feed_poll_interval)
-            if not self.by_user:
-                continue
-            try:
-                heads = await feed.positions(pool, list(self.by_user))
-            except db.DATABASE_ERRORS as error:
-                logger.warning("streams: reading feed positions failed (%r)", error)
-                continue
-            for user_id, head in heads.items():
-                for listener in self.by_user.get(user_id, ()):
-                    if listener.position < head:
-                        listener.signal.set()
 
 
 def _last_event_id(request: Request, user_id: int) -> tuple[int, str] | None:
@@ -149,7 +72,7 @@ async def events(request: Request) -> Response:
     resume = _last_event_id(request, user_id)
     services = Services.of(request)
     async with db.unavailable_as_503():
-        head = await feed.position(services.pool, user_id)
+        head = await db.feed_position(services.pool, user_id)
     if head is None:
         raise NotFound(USER_NOT_FOUND.format(id=user_id))
     if resume is not None and resume[0] > head:
@@ -261,11 +184,11 @@ class EventStream(Response):
         """Write the events after the listener's position; True if anything was written."""
         services = self.services
         listener = self.listener
-        metrics = self.streams.metrics
+        metrics = services.metrics
         wrote = False
         while not self.streams.closing:
             try:
-                found = await feed.read_feed(
+                found = await feed.read(
                     services.pool, listener.user_id, listener.position, READ_BATCH
                 )
             except db.DATABASE_ERRORS as error:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("clean")
 
 
 async def read_all(pool: asyncpg.Pool, user_id: int, after: int = 0) -> feed.FeedRead:
-    return await feed.read_feed(pool, user_id, after, 1000)
+    return await feed.read(pool, user_id, after, 1000)
 
 
 async def test_a_send_gives_both_members_a_message_event_with_the_listed_object(
@@ -80,7 +80,7 @@ async def test_refused_writes_leave_no_events(
     assert refused.status_code == 400
     again = await client.post("/conversations", json={"participant_ids": [bob, alice]})
     assert again.status_code == 400
-    assert [await feed.position(pool, user) for user in (alice, bob, carol)] == [1, 1, 0]
+    assert [await db.feed_position(pool, user) for user in (alice, bob, carol)] == [1, 1, 0]
 
 
 async def test_a_replayed_send_leaves_no_second_event(
@@ -95,7 +95,7 @@ async def test_a_replayed_send_leaves_no_second_event(
             json={"content": "once"},
         )
         assert response.status_code == 201
-    assert await feed.position(pool, bob) == 2
+    assert await db.feed_position(pool, bob) == 2
 
 
 async def test_a_late_commit_is_not_skipped_by_a_reader_that_resumed_in_between(
@@ -111,7 +111,7 @@ async def test_a_late_commit_is_not_skipped_by_a_reader_that_resumed_in_between(
     first = int(await factories.conversation(client, alice, bob))
     second = int(await factories.conversation(client, alice, carol))
     elsewhere = int(await factories.conversation(client, carol, dave))
-    start = await feed.position(pool, alice)
+    start = await db.feed_position(pool, alice)
     assert start == 2
 
     async with pool.acquire() as held:
@@ -178,7 +178,7 @@ async def test_a_reader_behind_swept_events_is_told_to_start_over(
     for _ in range(3):
         await factories.send(client, conversation, alice)
     await pool.execute("UPDATE feed SET created_at = now() - interval '2 hours' WHERE seq <= 2")
-    assert await feed.sweep_feed(pool, 3600, 100) == 4
+    assert await db.sweep_feed(pool, 3600, 100) == 4
 
     found = await read_all(pool, alice, after=0)
     assert found.gap

@@ -1,0 +1,295 @@
+"""The PostgreSQL connection pool and its bounded waits, and the errors that mean "not now".
+
+Every wait for PostgreSQL is bounded: a pool connection within PG_ACQUIRE_TIMEOUT, a lock
+within PG_LOCK_TIMEOUT, a statement within PG_STATEMENT_TIMEOUT. A check connection of its own
+answers readiness and metrics without queueing behind requests.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
+
+from messenger.errors import DATABASE_BUSY, DATABASE_UNAVAILABLE, Unavailable
+from messenger.gate import Gate
+from messenger.settings import Settings
+
+logger = logging.getLogger("messenger.db")
+
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Executor = Connection | asyncpg.Pool
+
+
+class PoolBusy(TimeoutError):
+    """No pool connection came free within PG_ACQUIRE_TIMEOUT."""
+
+
+# Errors that mean "PostgreSQL is not there right now", as opposed to a bug in a statement.
+# InternalClientError is asyncpg losing track of a connection that broke mid-operation, as
+# during a restart (asyncpg issue #1069: "cannot switch to state 12; another operation (2) is
+# in progress").
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+# Errors that mean "PostgreSQL is there but a wait ran out": no pool connection in time,
+# PG_LOCK_TIMEOUT waiting for a row another transaction holds, PG_STATEMENT_TIMEOUT.
+BUSY_ERRORS: tuple[type[BaseException], ...] = (
+    PoolBusy,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.QueryCanceledError,
+)
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE_ERRORS,
+    *BUSY_ERRORS,
+    asyncpg.PostgresError,
+)
+# After these the connection cannot be trusted with another statement: close it rather than
+# hand it to the next request.
+BROKEN_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+def connect_kwargs(
+    settings: Settings, *, database: str | None = None, application_name: str = "messenger"
+) -> dict[str, Any]:
+    password = settings.pgpassword.get_secret_value() if settings.pgpassword else None
+    return {
+        "host": settings.pghost,
+        "port": settings.pgport,
+        "user": settings.pguser,
+        "password": password,
+        "database": database or settings.pgdatabase,
+        "server_settings": {"application_name": application_name, "timezone": "UTC"},
+    }
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection to the pool without asyncpg's reset statement.
+
+    That statement (RESET ALL, UNLISTEN *, CLOSE ALL, unlocking advisory locks) costs a round
+    trip per request, and serving never changes session state: no SET, LISTEN, cursors or
+    session-level advisory locks. asyncpg still rolls back a transaction left open.
+    """
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+class Pool(asyncpg.Pool):
+    """asyncpg's pool with every wait bounded.
+
+    `acquire()` waits its turn at a first-come-first-served gate (none for a pool nobody
+    queues for), then for a connection, PG_ACQUIRE_TIMEOUT seconds in all, connecting
+    included; after that it raises PoolBusy. A connection that broke during the block is
+    closed instead of going back to the pool.
+
+    `acquire(conversation=id)` first waits in that conversation's own line, which holds at
+    most three quarters of the connections: sends of one conversation queue for its counter
+    row anyway, and a conversation whose row is locked (or just very busy) must not take
+    every connection from everybody else. (Half was measured to cost a single busy
+    conversation about a quarter of its sends per second on a loaded machine: fewer
+    statements in flight leave gaps in the row's queue.)
+    """
+
+    def __init__(self, *, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = Gate(self.get_max_size())  # first come, first served
+        self.acquire_timeout = acquire_timeout
+        self.busy_count = 0  # acquires that ran out of time, for /metrics
+        self.conversation_share = max(1, self.get_max_size() - self.get_max_size() // 4)
+        self.lines: dict[int, Gate] = {}  # conversations with a send under way, and their line
+
+    def acquire(
+        self, *, timeout: float | None = None, conversation: int | None = None
+    ) -> "_AcquireContext":
+        timeout = self.acquire_timeout if timeout is None else timeout
+        return _BoundedAcquire(self, timeout, conversation)
+
+
+if TYPE_CHECKING:
+    _AcquireContext = PoolAcquireContext[asyncpg.Record]
+else:  # not subscriptable at run time
+    _AcquireContext = PoolAcquireContext
+
+
+class _BoundedAcquire(_AcquireContext):
+    __slots__ = ("conversation", "entered")
+
+    def __init__(self, pool: Pool, timeout: float, conversation: int | None) -> None:
+        super().__init__(pool, timeout)
+        self.conversation = conversation
+        self.entered: list[Gate] = []
+
+    async def __aenter__(self) -> "PoolConnectionProxy[asyncpg.Record]":
+        pool = self.pool
+        assert isinstance(pool, Pool)
+        try:
+            async with asyncio.timeout(self.timeout):
+                self.timeout = None  # the whole wait is bounded here, the lines included
+                if self.conversation is not None:
+                    line = pool.lines.get(self.conversation)
+                    if line is None:
+                        line = pool.lines[self.conversation] = Gate(pool.conversation_share)
+                    await self._enter(line)
+                await self._enter(pool.gate)
+                return await super().__aenter__()
+        except BaseException as error:
+            self._leave_lines()
+            if isinstance(error, TimeoutError):
+                pool.busy_count += 1
+                raise PoolBusy(f"no database connection within {pool.acquire_timeout:g}s") from None
+            raise
+
+    async def _enter(self, line: Gate) -> None:
+        await line.enter()
+        self.entered.append(line)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        try:
+            if isinstance(exc, BROKEN_CONNECTION_ERRORS) and self.connection is not None:
+                self.connection.terminate()
+            try:
+                await super().__aexit__(*exc_info)
+            except DATABASE_ERRORS as error:
+                if exc is not None:
+                    raise
+                # The block's work is done (a statement answered, a transaction committed):
+                # the client gets its answer; asyncpg has already closed the connection.
+                logger.warning("releasing a database connection failed: %r", error)
+        finally:
+            self._leave_lines()
+
+    def _leave_lines(self) -> None:
+        pool = self.pool
+        assert isinstance(pool, Pool)
+        while self.entered:
+            line = self.entered.pop()
+            line.leave()
+            if line is not pool.gate and line.in_use == 0 and self.conversation is not None:
+                del pool.lines[self.conversation]  # nobody holds or waits: forget it
+
+    def __await__(self) -> Generator[Any, None, "PoolConnectionProxy[asyncpg.Record]"]:
+        # A bare `await pool.acquire()` could not give its place in line back on release.
+        raise TypeError("use `async with pool.acquire() as conn`")
+
+
+def pool_server_settings(settings: Settings) -> dict[str, str]:
+    """Session settings of every pool connection, fixed at connect time.
+
+    They are sent in the startup packet, never with SET, so no request changes session state
+    and connections can go back to the pool without a reset statement (see keep_session).
+    """
+    return {
+        "lock_timeout": _milliseconds(settings.pg_lock_timeout),
+        "statement_timeout": _milliseconds(settings.pg_statement_timeout),
+    }
+
+
+async def create_pool(settings: Settings) -> Pool:
+    """The request pool: it starts empty, so the service comes up even while PostgreSQL does
+    not, and requests queue for its connections first come, first served."""
+    kwargs = connect_kwargs(settings)
+    kwargs["server_settings"] = {**kwargs["server_settings"], **pool_server_settings(settings)}
+    pool = Pool(
+        **kwargs,
+        acquire_timeout=settings.pg_acquire_timeout,
+        reset=keep_session,
+        min_size=0,
+        max_size=settings.pg_pool_max,
+        max_queries=50_000,
+        command_timeout=settings.pg_command_timeout,
+        max_inactive_connection_lifetime=300,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+    )
+    return await pool
+
+
+T = TypeVar("T")
+
+
+class CheckConnection:
+    """A connection of its own, outside the request pool, for readiness and metrics.
+
+    A check must tell "PostgreSQL is down" from "the pool is busy", so it never queues behind
+    requests. One connection is kept and reused; one that fails or times out is closed, and
+    the next check connects again, within the same short timeout.
+    """
+
+    def __init__(self, settings: Settings, timeout: float) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def run(self, check: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async with asyncio.timeout(self.timeout), self._lock:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    kwargs = connect_kwargs(self.settings)
+                    kwargs["server_settings"] = {
+                        **kwargs["server_settings"],
+                        "application_name": "messenger-check",
+                        "statement_timeout": _milliseconds(self.timeout),
+                    }
+                    self._conn = await asyncpg.connect(**kwargs)
+                return await check(self._conn)
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+
+async def check_reachable(pool: asyncpg.Pool, settings: Settings) -> bool:
+    """Log once at start whether PostgreSQL answers; the service serves 503s until it does."""
+    try:
+        await pool.fetchval("SELECT 1", timeout=5)
+    except DATABASE_ERRORS as error:
+        logger.warning(
+            "PostgreSQL at %s:%s is not reachable yet (%s); requests get 503 until it is",
+            settings.pghost,
+            settings.pgport,
+            error.__class__.__name__,
+        )
+        return False
+    return True
+
+
+@contextlib.asynccontextmanager
+async def unavailable_as_503() -> AsyncIterator[None]:
+    """Turn "cannot reach PostgreSQL" and "a wait ran out" into the 503 a client gets.
+
+    Other PostgreSQL errors stay what they are: a statement a client's input broke is a bug
+    to fix with a 4xx check, not a reason to tell the client to retry.
+    """
+    try:
+        yield
+    except BUSY_ERRORS as error:
+        raise Unavailable(DATABASE_BUSY) from error
+    except UNAVAILABLE_ERRORS as error:
+        raise Unavailable(DATABASE_UNAVAILABLE) from error
