@@ -34,7 +34,9 @@ def by_method(**handlers: Handler) -> Handler:
     """One endpoint for a path served by several methods, so a 405 lists all of them in Allow."""
 
     async def endpoint(request: Request) -> Response:
-        return await handlers[request.method.lower()](request)
+        method = request.method.lower()
+        # Starlette serves HEAD wherever GET is served, with the GET handler's headers.
+        return await handlers["get" if method == "head" else method](request)
 
     return endpoint
 
