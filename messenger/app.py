@@ -106,8 +106,8 @@ def create_app(
             services.wakeups = WakeUps(settings, streams.wake)
             services.wakeups.start()
             stack.push_async_callback(services.wakeups.stop)
-            poll = asyncio.create_task(streams.poll(pool), name="stream-poll")
-            stack.push_async_callback(_cancel, poll)
+            for work, name in ((streams.read, "stream-reads"), (streams.poll, "stream-poll")):
+                stack.push_async_callback(_cancel, asyncio.create_task(work(pool), name=name))
             feed_sweeper = FeedSweeper(settings, pool)
             feed_sweeper.start()
             stack.push_async_callback(feed_sweeper.stop)

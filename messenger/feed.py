@@ -9,6 +9,7 @@ FEED_RETENTION are swept; a reader that finds a gap where swept rows were starts
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -31,6 +32,7 @@ class Event:
     name: str  # the SSE event name: message, conversation, horizon; "" if gone (skip it)
     data: bytes  # compact JSON
     age: float  # seconds from the event's transaction to this read
+    read_at: float = 0.0  # time.monotonic() of the read
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +48,15 @@ class FeedRead:
     gap: bool
 
 
-def _event(row: asyncpg.Record) -> Event | None:
-    """The event of a feed row; None when what it names is gone (a deleted conversation)."""
-    position, kind, conversation_id, index, actor_id, age = tuple(row[1 : db.FEED_COLUMNS])
+def _event(row: asyncpg.Record, read_at: float) -> Event:
+    """The event of a feed row; with an empty name when what it names is gone (a deleted
+    conversation): the reader moves past its position without writing it."""
+    position, kind, conversation_id, index, actor_id, age = tuple(row[2 : db.FEED_COLUMNS])
     data: object
     if kind == "message":
         message = tuple(row[_MESSAGE])
         if message[0] is None:
-            return None
+            return Event(position, "", b"", age, read_at)
         data = {
             "conversation_id": conversation_id,
             "message": dict(zip(db.MESSAGE_KEYS, message, strict=True)),
@@ -61,38 +64,46 @@ def _event(row: asyncpg.Record) -> Event | None:
     elif kind == "conversation":
         conversation = tuple(row[_CONVERSATION])
         if conversation[0] is None:
-            return None
+            return Event(position, "", b"", age, read_at)
         data = {"conversation": dict(zip(db.CONVERSATION_KEYS, conversation, strict=True))}
     else:
         data = {"conversation_id": conversation_id, "user_id": actor_id, "index": index}
-    return Event(position, kind, render_json(data), age)
+    return Event(position, kind, render_json(data), age, read_at)
 
 
-async def read(conn: db.Executor, user_id: int, after: int, limit: int) -> FeedRead:
-    """Up to `limit` of the user's events after position `after`, oldest first, in one read.
-
-    An event whose conversation or message was deleted comes with an empty name: the
-    reader moves past its position without writing it.
-    """
-    rows = await db.read_feed(conn, user_id, after, limit)
-    if not rows:
-        return FeedRead(None, [], False)
-    head: int = rows[0][0]
+def _found(rows: list[asyncpg.Record], after: int, read_at: float) -> FeedRead:
+    """One wanted feed's rows (all of one `n`, in order) as what a reader gets."""
+    head: int = rows[0][1]
     events: list[Event] = []
     expected = after + 1
     for row in rows:
-        position = row[1]
+        position = row[2]
         if position is None:  # no events after `after`
             break
         if position != expected:
             return FeedRead(head, events, True)
         expected += 1
-        event = _event(row)
-        if event is None:
-            event = Event(position, "", b"", 0.0)  # nothing to show: the reader skips it
-        events.append(event)
-    gap = not events and head > after
-    return FeedRead(head, events, gap)
+        events.append(_event(row, read_at))
+    return FeedRead(head, events, not events and head > after)
+
+
+async def read_many(
+    conn: db.Executor, wanted: list[tuple[int, int]], limit: int
+) -> dict[tuple[int, int], FeedRead]:
+    """For each (user id, position): up to `limit` of the user's events after it, oldest
+    first, all in one statement. A user that does not exist is left out."""
+    rows = await db.read_feeds(conn, wanted, limit)
+    read_at = time.monotonic()
+    by_n: dict[int, list[asyncpg.Record]] = {}
+    for row in rows:
+        by_n.setdefault(row[0], []).append(row)
+    return {wanted[n - 1]: _found(group, wanted[n - 1][1], read_at) for n, group in by_n.items()}
+
+
+async def read(conn: db.Executor, user_id: int, after: int, limit: int) -> FeedRead:
+    """Up to `limit` of the user's events after position `after` (see read_many)."""
+    found = await read_many(conn, [(user_id, after)], limit)
+    return found.get((user_id, after), FeedRead(None, [], False))
 
 
 class FeedSweeper:

@@ -14,6 +14,7 @@ every other error of the service.
 """
 
 import asyncio
+from collections.abc import Callable
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -21,7 +22,10 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 HEAD_TOO_LARGE = "request header fields too large"
 HEAD_TIMEOUT = "request headers not received in time"
 INVALID_REQUEST = "invalid HTTP request"
-ABORT_EXTENSION = "messenger.abort"  # scope["extensions"][...]["abort"](): drop the connection
+# scope["extensions"][CONNECTION_EXTENSION]: "abort"() drops the connection, "is_closing"()
+# says whether it is going or gone, "on_lost"(callback) calls back when it is gone.
+CONNECTION_EXTENSION = "messenger.connection"
+_NO_CALLBACKS: list[Callable[[], None]] = []  # shared and never appended to
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -36,6 +40,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _heads_done = 0
     _head_open = False  # a head has begun and not ended
     _head_timer: asyncio.TimerHandle | None = None
+    _lost_callbacks: list[Callable[[], None]] = _NO_CALLBACKS
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -46,6 +51,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+        callbacks, self._lost_callbacks = self._lost_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def _on_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the connection is lost (the client left, or it was aborted)."""
+        if self._lost_callbacks is _NO_CALLBACKS:
+            self._lost_callbacks = []
+        self._lost_callbacks.append(callback)
 
     def data_received(self, data: bytes) -> None:
         if not self._in_head:  # a body: bounded by the body limit middleware
@@ -82,9 +96,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._heads_done += 1
         self._disarm_head_timer()
         # A response that waits for a client which stopped reading (an event stream) can only
-        # stop waiting by closing the connection: give the application the means.
+        # stop waiting by closing the connection, and a long response should notice a client
+        # that left without keeping a task in receive(): give the application the means.
         extensions = self.scope.setdefault("extensions", {})
-        extensions[ABORT_EXTENSION] = {"abort": self.transport.abort}
+        transport = self.transport
+        extensions[CONNECTION_EXTENSION] = {
+            "abort": transport.abort,
+            "is_closing": transport.is_closing,
+            "on_lost": self._on_lost,
+        }
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,13 +32,12 @@ from messenger.errors import (
     NotFound,
 )
 from messenger.handlers import _user_id
-from messenger.http_limits import ABORT_EXTENSION
+from messenger.http_limits import CONNECTION_EXTENSION
 from messenger.services import Services
 from messenger.streams import Listener, Streams
 
 logger = logging.getLogger("messenger.stream")
 
-READ_BATCH = 200  # events per feed read
 EVENT_ID = re.compile(r"([1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})")
 
 HEADERS = [
@@ -46,7 +46,6 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 PING = b": ping\n\n"
-RESET = b"event: reset\ndata: {}\n\n"
 
 
 def _last_event_id(request: Request, user_id: int) -> tuple[int, str] | None:
@@ -97,7 +96,7 @@ class _Dropped(Exception):
 
 
 class EventStream(Response):
-    """The response of `GET /events`: writes the listener's feed until the stream ends."""
+    """The response of `GET /events`: writes what the listener holds until the stream ends."""
 
     def __init__(self, services: Services, streams: Streams, listener: Listener) -> None:
         self.services = services
@@ -106,41 +105,46 @@ class EventStream(Response):
         self.status_code = 200
         self.background = None
         self.raw_headers = list(HEADERS)
+        self.position = listener.fetched  # the last event written
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        streams = self.streams
-        gone = asyncio.Event()
+        connection = scope.get("extensions", {}).get(CONNECTION_EXTENSION)
+        watcher = None
+        if connection is not None:
+            # Under uvicorn (see http_limits): told when the client leaves, without a task per
+            # stream waiting in receive().
+            is_closing: Callable[[], bool] = connection["is_closing"]
+            connection["on_lost"](self.listener.signal.set)
+        else:
+            gone = asyncio.Event()
 
-        async def watch_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-            self.listener.signal.set()
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                gone.set()
+                self.listener.signal.set()
 
-        watcher = asyncio.create_task(watch_disconnect(), name="stream-disconnect")
+            watcher = asyncio.create_task(watch_disconnect(), name="stream-disconnect")
+            is_closing = gone.is_set
         try:
-            await self._stream(scope, send, gone)
+            await self._stream(send, is_closing)
         except _Dropped:
-            streams.dropped += 1
+            self.streams.dropped += 1
             logger.info(
                 "stream of user %d dropped: the client took no data for %gs",
                 self.listener.user_id,
                 self.services.settings.sse_send_timeout,
             )
-            # Under uvicorn (see http_limits) the connection is closed; elsewhere the server
-            # closes it when the exception reaches it.
-            extension = scope.get("extensions", {}).get(ABORT_EXTENSION)
-            if extension is None:
-                raise
-            extension["abort"]()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1):
-                    await gone.wait()
+            if connection is None:
+                raise  # the server closes the connection when the exception reaches it
+            connection["abort"]()
+            await asyncio.sleep(0)  # the transport reports the connection lost
         finally:
-            streams.close(self.listener)
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            self.streams.close(self.listener)
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
 
     async def _write(self, send: Send, body: bytes, *, more: bool = True) -> None:
         try:
@@ -149,26 +153,24 @@ class EventStream(Response):
         except TimeoutError:
             raise _Dropped from None
 
-    async def _stream(self, scope: Scope, send: Send, gone: asyncio.Event) -> None:
+    async def _stream(self, send: Send, is_closing: Callable[[], bool]) -> None:
         settings = self.services.settings
         streams = self.streams
         listener = self.listener
-        user_id = listener.user_id
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         opening = b"retry: %d\nid: %d-%d\n\n" % (
             round(settings.sse_retry * 1000),
-            user_id,
-            listener.position,
+            listener.user_id,
+            self.position,
         )
         await self._write(send, opening)
         quiet_since = time.monotonic()
-        while not gone.is_set():
+        while not streams.closing and not is_closing():
             listener.signal.clear()
-            wrote = await self._deliver(send)
-            if wrote:
+            if listener.events:
+                await self._deliver(send, is_closing)
                 quiet_since = time.monotonic()
-            if streams.closing or gone.is_set():
-                break
+                continue
             remaining = quiet_since + settings.sse_heartbeat_interval - time.monotonic()
             if remaining <= 0:
                 await self._write(send, PING)
@@ -177,44 +179,23 @@ class EventStream(Response):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await listener.signal.wait()
-        if not gone.is_set():
+        if not is_closing():
             await self._write(send, b"", more=False)
 
-    async def _deliver(self, send: Send) -> bool:
-        """Write the events after the listener's position; True if anything was written."""
-        services = self.services
+    async def _deliver(self, send: Send, is_closing: Callable[[], bool]) -> None:
+        """Write the events the listener holds, one by one, stopping at shutdown."""
         listener = self.listener
-        metrics = services.metrics
-        wrote = False
-        while not self.streams.closing:
-            try:
-                found = await feed.read(
-                    services.pool, listener.user_id, listener.position, READ_BATCH
-                )
-            except db.DATABASE_ERRORS as error:
-                # The periodic re-read tries again; heartbeats go on meanwhile.
-                logger.warning(
-                    "stream of user %d: reading its feed failed (%r)", listener.user_id, error
-                )
-                return wrote
-            read_at = time.monotonic()
-            for event in found.events:
-                if event.name:
-                    await self._write(send, _event_bytes(listener.user_id, event))
-                    wrote = True
-                    if metrics is not None:
-                        metrics.stream_events.labels(event.name).inc()
-                        metrics.stream_delay.observe(event.age + time.monotonic() - read_at)
-                listener.position = event.position
-            if found.gap and found.head is not None:
-                # Events after the position were swept (FEED_RETENTION): the client reloads
-                # through the REST routes and goes on from the latest position.
-                listener.position = found.head
-                await self._write(send, b"id: %d-%d\n%s" % (listener.user_id, found.head, RESET))
-                wrote = True
+        metrics = self.services.metrics
+        events = listener.events
+        while events and not self.streams.closing and not is_closing():
+            event = events.popleft()
+            if event.name:
+                await self._write(send, _event_bytes(listener.user_id, event))
                 if metrics is not None:
-                    metrics.stream_events.labels("reset").inc()
-                continue
-            if len(found.events) < READ_BATCH:
-                return wrote
-        return wrote
+                    metrics.stream_events.labels(event.name).inc()
+                    if event.name != "reset":
+                        delay = event.age + time.monotonic() - event.read_at
+                        metrics.stream_delay.observe(delay)
+            self.position = event.position
+        if listener.more and not events:
+            self.streams.want(listener)

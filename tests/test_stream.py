@@ -240,6 +240,7 @@ async def test_a_client_that_stops_reading_is_dropped(
             if "messenger_streams_dropped_total 1.0" in metrics:
                 dropped_at = time.monotonic()
                 break
+            await asyncio.sleep(0.05)
         assert dropped_at is not None
         assert dropped_at - started < 15
         # The connection is closed: once the client reads again it gets the end of it.

@@ -36,7 +36,7 @@ from messenger.db.feed import (
     sweep_feed,
     write_feed,
 )
-from messenger.db.feed_events import FEED_COLUMNS, READ_FEED, read_feed
+from messenger.db.feed_events import FEED_COLUMNS, READ_FEEDS, read_feeds
 from messenger.db.idempotency_keys import (
     SEND_MESSAGE_WITH_KEY,
     STORED_ANSWER,
@@ -123,7 +123,7 @@ __all__ = [
     "OUTBOX_LOCK_SPACE",
     "PAGE_WANTED",
     "PARK_OUTBOX",
-    "READ_FEED",
+    "READ_FEEDS",
     "RECORD_OUTBOX_FAILURES",
     "SENDER",
     "SEND_MESSAGE",
@@ -163,7 +163,7 @@ __all__ = [
     "outbox_parked",
     "park_outbox",
     "pool_server_settings",
-    "read_feed",
+    "read_feeds",
     "record_outbox_failures",
     "send_message",
     "send_message_with_key",
