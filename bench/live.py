@@ -421,6 +421,7 @@ def options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, default=10_000, help="idle streams, part 3 (10000)")
     parser.add_argument("--heartbeat", type=float, default=15.0, help="seconds (15)")
     parser.add_argument("--skip-idle", action="store_true", help="leave out part 3")
+    parser.add_argument("--idle-only", action="store_true", help="run part 3 alone")
     parser.add_argument("--logs-off", action="store_true", help="LOG_LEVEL=warning")
     return parser.parse_args(argv)
 
@@ -434,9 +435,10 @@ async def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         try:
             databases.create(database)
-            lines += await part_one(args, database, Path(tmp))
-            for line in lines:
-                say(f"  {line}")
+            if not args.idle_only:
+                lines += await part_one(args, database, Path(tmp))
+                for line in lines:
+                    say(f"  {line}")
             if not args.skip_idle:
                 lines += await part_two(args, database, Path(tmp))
         except BenchFailed as error:
