@@ -116,6 +116,30 @@ async def listen(port: int, user_id: int, into: Deliveries, ready: asyncio.Event
                 into.arrived.setdefault(f"{user_id}:{message_id}", now)
 
 
+async def delivery_buckets(clients: list[httpx.AsyncClient]) -> dict[float, float]:
+    """messenger_stream_delivery_delay_seconds buckets (upper bound -> count), summed over the
+    instances: from the transaction that made an event to its write on a stream."""
+    buckets: dict[float, float] = {}
+    for client in clients:
+        text = (await client.get("/metrics")).text
+        for line in text.splitlines():
+            if line.startswith("messenger_stream_delivery_delay_seconds_bucket{"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                upper = float("inf") if bound == "+Inf" else float(bound)
+                buckets[upper] = buckets.get(upper, 0.0) + float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], share: float) -> str:
+    """The bucket holding the `share` quantile of the events between two scrapes: "<= 25 ms"."""
+    counts = sorted((upper, after[upper] - before.get(upper, 0.0)) for upper in after)
+    total = counts[-1][1] if counts else 0.0
+    for upper, cumulative in counts:
+        if total and cumulative >= share * total:
+            return "> 30 s" if upper == float("inf") else f"<= {upper * 1000:g} ms"
+    return "n/a"
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -272,6 +296,7 @@ async def part_one(args: argparse.Namespace, database: Database, workdir: Path) 
             say(f"  .. {len(listeners)} streams open; warming up 3 s")
             await steady_sends(clients, conversations, ports, args.rate, 3)
             cpu_before = [s.cpu_seconds() for s in services]
+            histogram_before = await delivery_buckets(list(clients.values()))
             events_before = deliveries.events
             say(f"  .. {args.seconds:g} s of sends at {args.rate:g}/s across the instances")
             answered, failures = await steady_sends(
@@ -279,6 +304,9 @@ async def part_one(args: argparse.Namespace, database: Database, workdir: Path) 
             )
             await asyncio.sleep(2)  # the last events arrive
             cpu = sum(s.cpu_seconds() for s in services) - sum(cpu_before)
+            histogram_after = await delivery_buckets(list(clients.values()))
+            server_p50 = bucket_quantile(histogram_before, histogram_after, 0.5)
+            server_p99 = bucket_quantile(histogram_before, histogram_after, 0.99)
             events = deliveries.events - events_before
             delays = [
                 (deliveries.arrived[key] - at) * 1000
@@ -294,6 +322,8 @@ async def part_one(args: argparse.Namespace, database: Database, workdir: Path) 
                 f" p50 {percentile(delays, 0.5):.1f}, p90 {percentile(delays, 0.9):.1f},"
                 f" p99 {percentile(delays, 0.99):.1f}, max {max(delays):.1f}"
                 f" (negative: the event came before the 201 did)",
+                "the services' own delay histogram (event's transaction to its write on the"
+                f" stream, both members): p50 {server_p50}, p99 {server_p99}",
                 f"events delivered (both members): {events}; services' CPU {cpu:.1f} s:"
                 f" {cpu / max(events, 1) * 1e3:.2f} ms per delivered event, sends included"
                 f" ({cpu / max(len(answered), 1) * 1e3:.2f} ms per send with its 2 events)",

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,6 +29,14 @@ from messenger.streams import Streams
 from messenger.wakeups import WakeUps
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+CORS: dict[str, Any] = {
+    "allow_origins": ["*"],
+    "allow_methods": ["GET", "POST", "OPTIONS"],
+    "allow_headers": ["*"],
+    "expose_headers": ["X-Request-Id", "Link"],
+}
 
 
 def by_method(**handlers: Handler) -> Handler:
@@ -124,13 +133,8 @@ def create_app(
 
     middleware = [
         Middleware(AccessLogMiddleware, metrics=metrics),
-        Middleware(
-            CORSMiddleware,
-            allow_origins=["*"],
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["*"],
-            expose_headers=["X-Request-Id", "Link"],
-        ),
+        Middleware(stream.DirectEventStreams, cors=CORS),
+        Middleware(CORSMiddleware, **CORS),
         Middleware(BodyLimitMiddleware, max_body_size=settings.json_body_limit),
     ]
     return Starlette(

@@ -25,6 +25,37 @@ READ_LISTENERS = 500  # listeners per statement
 READ_RETRY = 1.0  # seconds before reading again after the database failed
 
 
+class Signal:
+    """asyncio.Event's set/clear/wait for one waiter, without the Event's deque of waiters
+    (about 600 bytes): there are as many of these as streams."""
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    async def wait(self) -> None:
+        if self._flag:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
 @dataclass(eq=False, slots=True)
 class Listener:
     """One open stream as the registry sees it.
@@ -36,7 +67,7 @@ class Listener:
     user_id: int
     fetched: int
     events: deque[feed.Event] = field(default_factory=deque)
-    signal: asyncio.Event = field(default_factory=asyncio.Event)
+    signal: Signal = field(default_factory=Signal)
     more: bool = False  # the last read was full, or skipped while events waited
 
 
