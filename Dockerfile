@@ -41,10 +41,9 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     && pip install --no-index --find-links=/wheels --require-hashes -r /tmp/requirements.lock \
     && rm /tmp/requirements.lock
 
-# The code: `python -m messenger` runs from /app, where messenger/ and migrations/ sit side by side.
+# The code: `python -m messenger` runs from /app; its migrations are in messenger/migrations/.
 WORKDIR /app
 COPY messenger/ ./messenger/
-COPY migrations/ ./migrations/
 
 USER 10001:10001
 EXPOSE 4000

@@ -41,6 +41,8 @@ typical runs:
   scripts/bench --quick          the read and send rows only, 5 s rounds: about two minutes
   scripts/bench                  everything: about 10 minutes on 2 cores
   scripts/bench --logs-off       the service with LOG_LEVEL=warning (no access log)
+  scripts/bench --auth jwt       every request with a bearer token (AUTH_MODE=jwt)
+  scripts/bench --auth-compare --rounds 5   jwt mode against header mode, read and send
   scripts/bench --rounds 5 --sustained 120 --skip-large --keep-database
 
 environment:
@@ -139,6 +141,19 @@ def parser() -> argparse.ArgumentParser:
         help="the relay's queue, deleted after (BENCH_QUEUE; bench_queue_<pid>)",
     )
     add("--port", type=port, default=0, metavar="P", help="the service's port (0: a free one)")
+    add(
+        "--auth",
+        choices=["header", "jwt"],
+        default="header",
+        help="the service's AUTH_MODE (header); jwt: every request carries a bearer token"
+        " signed by a key the bench serves on loopback",
+    )
+    add(
+        "--auth-compare",
+        action="store_true",
+        help="only the read and the send, AUTH_MODE=header and jwt by turns (--rounds each):"
+        " throughput and CPU per request of jwt mode against header mode",
+    )
     return options
 
 
@@ -148,7 +163,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     for name, default in zip(("duration", "warmup", "sustained"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
-    args.skip_large = args.skip_large or args.quick
+    args.skip_large = args.skip_large or args.quick or args.auth_compare
     return args
 
 

@@ -78,6 +78,39 @@ def rounds_lines(name: str, connections: int, rounds: list[WrkResult]) -> list[s
     return lines
 
 
+def auth_lines(name: str, header: list[WrkResult], jwt: list[WrkResult]) -> list[str]:
+    """Header mode against jwt mode, round by round, then the ratios of the medians."""
+    lines = [f"{name}, AUTH_MODE=header / AUTH_MODE=jwt, by round"]
+    for number, (plain, verified) in enumerate(zip(header, jwt, strict=True), 1):
+        lines.append(
+            f"  round {number}: header {plain.rps:,.0f} req/s, {plain.cpu_us_per_request:,.0f}"
+            f" us/req / jwt {verified.rps:,.0f} req/s, {verified.cpu_us_per_request:,.0f}"
+            f" us/req = {verified.rps / plain.rps:.2f} of header's throughput;"
+            f" load average {verified.load_average:.2f}"
+        )
+    rps = auth_ratio(header, jwt, "rps")
+    cpu = auth_ratio(header, jwt, "cpu_us_per_request")
+    lines.append(
+        f"  medians: header {spread([r.rps for r in header], ',.0f')} req/s,"
+        f" jwt {spread([r.rps for r in jwt], ',.0f')} req/s; CPU per request"
+        f" header {spread([r.cpu_us_per_request for r in header], ',.0f')} us,"
+        f" jwt {spread([r.cpu_us_per_request for r in jwt], ',.0f')} us"
+    )
+    lines.append(
+        f"  jwt / header: throughput {rps:.2f}, CPU per request {cpu:.2f};"
+        f" non-2xx {sum(r.non_2xx for r in [*header, *jwt])}"
+    )
+    return lines
+
+
+def auth_ratio(header: list[WrkResult], jwt: list[WrkResult], figure: str) -> float:
+    """jwt's median of a figure over header's."""
+    return float(
+        statistics.median(getattr(r, figure) for r in jwt)
+        / statistics.median(getattr(r, figure) for r in header)
+    )
+
+
 @dataclass(frozen=True)
 class Target:
     passed: bool

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench import report, scenarios, sustained
+from bench.auth import Tokens
 from bench.database import Database
 from bench.figures import Paired
 from bench.figures import rounds as rounds_of
@@ -33,16 +34,81 @@ def scratch_directory() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def key_set(needed: bool) -> Iterator[Tokens | None]:
+    """The token key set on loopback while the bench runs, if a jwt-mode service needs it."""
+    if not needed:
+        yield None
+        return
+    tokens = Tokens()
+    tokens.start()
+    try:
+        yield tokens
+    finally:
+        tokens.stop()
+
+
 def benchmark(args: argparse.Namespace, scratch: Path) -> None:
+    with key_set(args.auth == "jwt" or args.auth_compare) as tokens:
+        if args.auth_compare:
+            compare_auth(args, scratch, tokens)
+        else:
+            run_all(args, scratch, tokens if args.auth == "jwt" else None)
+
+
+def compare_auth(args: argparse.Namespace, scratch: Path, tokens: Tokens | None) -> None:
+    """--auth-compare: the read and the send, header mode and jwt mode by turns."""
     database = Database.from_environment(args.database)
-    service = Service(database, args.port or free_port(), args.queue, scratch / "service.log")
+    header = Service(database, args.port or free_port(), args.queue, scratch / "header.log")
+    verified = Service(database, free_port(), args.queue, scratch / "jwt.log", tokens)
+    logs = not args.logs_off
+    progress = Progress(scenarios.planned_seconds(args))
+    say(
+        f"messenger bench --auth-compare {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}:"
+        f" {os.cpu_count()} cores, load average {load_average()}; two uvicorn processes, one"
+        f" per AUTH_MODE, measured one at a time (LOG_LEVEL={'info' if logs else 'warning'},"
+        f" relay off in both: the outbox only fills); wrk 1 thread; {args.duration:g} s per"
+        f" round after {args.warmup:g} s warm-up; one token per user, reused (as clients do)"
+    )
+    section("setup")
+    conversations = scenarios.setup(header, args, scratch)
+    section(f"AUTH_MODE=header and AUTH_MODE=jwt by turns, {rounds_of(args.rounds)} each")
+    header.start(relay=False, logs=logs)
+    try:
+        verified.start(relay=False, logs=logs)
+        try:
+            results = scenarios.auth_rounds([header, verified], conversations, args, progress)
+        finally:
+            verified.stop()
+    finally:
+        header.stop()
+    section("jwt mode against header mode")
+    table = Report()
+    for name, by_mode in results.items():
+        for line in report.auth_lines(name, by_mode["header"], by_mode["jwt"]):
+            say(f"  {line}")
+        ratio = report.auth_ratio(by_mode["header"], by_mode["jwt"], "rps")
+        table.target(ratio >= 0.9, f"{name}: jwt / header throughput {ratio:.2f}", ">= 0.9")
+    assert tokens is not None
+    say(f"  key-set fetches by the jwt-mode service: {tokens.fetches}")
+    say(f"  took {clock(time.monotonic() - progress.started)}")
+    section("targets")
+    for line in table.target_lines():
+        say(line)
+
+
+def run_all(args: argparse.Namespace, scratch: Path, tokens: Tokens | None) -> None:
+    database = Database.from_environment(args.database)
+    log = scratch / "service.log"
+    service = Service(database, args.port or free_port(), args.queue, log, tokens)
     rounds, logs = args.rounds, not args.logs_off
     progress = Progress(scenarios.planned_seconds(args))
     table = Report()
     say(
         f"messenger bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}:"
         f" {os.cpu_count()} cores, load average {load_average()}; one uvicorn process"
-        f" (LOG_LEVEL={'info' if logs else 'warning'}, relay on, PG_POOL_MAX={POOL_MAX});"
+        f" (LOG_LEVEL={'info' if logs else 'warning'}, relay on, PG_POOL_MAX={POOL_MAX},"
+        f" AUTH_MODE={service.mode});"
         f" wrk 1 thread; {args.duration:g} s per round after {args.warmup:g} s warm-up"
         + (" (quick)" if args.quick else "")
     )

@@ -19,7 +19,7 @@ from bench.figures import Paired
 from bench.output import Progress, say
 from bench.pgbench import pgbench, write_scripts
 from bench.service import Service
-from bench.wrk import MESSAGE_CONTENT, NEW_KEY_EACH, Load, WrkResult, send_load, wrk
+from bench.wrk import MESSAGE_CONTENT, NEW_KEY_EACH, READER, Load, WrkResult, send_load, wrk
 
 LARGE_ROUNDS = 4  # of the empty vs 1M-message comparison, seconds / LARGE_ROUNDS each
 KEYED_ROUNDS = 3  # of the send with and without an Idempotency-Key, alternated
@@ -174,9 +174,47 @@ def idempotency_rounds(
     return rounds
 
 
+def auth_loads(conv: Conversations) -> list[Load]:
+    """What --auth-compare measures: the read and the send of the alternated scenarios. The
+    read names its reader in both modes: jwt mode always checks membership, so header mode's
+    anonymous read would compare unlike work."""
+    return [
+        Load(
+            "list a 100-message conversation as a member",
+            f"/conversations/{conv.read}/messages",
+            32,
+            user_id=READER,
+        ),
+        send_load("send, one conversation", [conv.send], 32, 1),
+    ]
+
+
+def auth_rounds(
+    services: list[Service], conv: Conversations, args: argparse.Namespace, progress: Progress
+) -> dict[str, dict[str, list[WrkResult]]]:
+    """Each load against each AUTH_MODE's service by turns (read header, read jwt, send header,
+    send jwt, ...), so the machine's other load hits both modes alike. Results by load name,
+    then by mode."""
+    loads = auth_loads(conv)
+    results: dict[str, dict[str, list[WrkResult]]] = {
+        load.name: {service.mode: [] for service in services} for load in loads
+    }
+    for number in range(1, args.rounds + 1):
+        warmup = args.warmup if number == 1 else 0
+        for load in loads:
+            for service in services:
+                of = f"{load.name}, AUTH_MODE={service.mode}, round {number}/{args.rounds}"
+                progress.step(of, args.duration + warmup)
+                result = wrk(service, load, args.duration, warmup)
+                results[load.name][service.mode].append(result)
+    return results
+
+
 def planned_seconds(args: argparse.Namespace) -> float:
     """Seconds of load the whole bench applies (warm-ups included), for its progress lines."""
     seconds, warmup = args.duration, args.warmup
+    if args.auth_compare:
+        return float(2 * 2 * (args.rounds * seconds + warmup))
     alternated_count = 2 if args.quick else 3
     total = alternated_count * (args.rounds * 2 * seconds + 2 * warmup)
     if not args.quick:

@@ -14,6 +14,7 @@ from pathlib import Path
 import aio_pika
 import httpx
 
+from bench.auth import Tokens
 from bench.database import Database
 from bench.shell import MESSENGER, BenchFailed
 
@@ -38,11 +39,14 @@ def cpu_seconds(pid: int) -> float:
 class Service:
     """One `python -m messenger serve` process: one uvicorn process, as in production."""
 
-    def __init__(self, database: Database, port: int, queue: str, log: Path) -> None:
+    def __init__(
+        self, database: Database, port: int, queue: str, log: Path, tokens: Tokens | None = None
+    ) -> None:
         self.database = database
         self.port = port
         self.queue = queue
         self.log = log
+        self.tokens = tokens  # AUTH_MODE=jwt with these tokens; None: header mode
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +66,19 @@ class Service:
         env.pop("LOG_LEVEL", None)  # the default (info, with the access log), as users run it
         if not logs:
             env["LOG_LEVEL"] = "warning"
+        if self.tokens is not None:
+            env.update(self.tokens.env())
         return env
+
+    @property
+    def mode(self) -> str:
+        return "header" if self.tokens is None else "jwt"
+
+    def caller(self, user_id: int) -> dict[str, str]:
+        """The headers naming the caller in this service's AUTH_MODE."""
+        if self.tokens is None:
+            return {"User-Id": str(user_id)}
+        return {"Authorization": self.tokens.authorization(user_id)}
 
     def start(self, *, relay: bool, logs: bool) -> None:
         with self.log.open("ab") as log:
@@ -108,7 +124,9 @@ class Service:
 
     def create_conversation(self, low: int, high: int) -> int:
         body = {"participant_ids": [low, high]}
-        response = httpx.post(f"{self.url}/conversations", json=body, timeout=10)
+        response = httpx.post(
+            f"{self.url}/conversations", json=body, headers=self.caller(low), timeout=10
+        )
         if response.status_code != 201:
             raise BenchFailed(f"POST /conversations: {response.status_code} {response.text}")
         return int(response.json()["conversation"]["id"])

@@ -3,6 +3,7 @@
 --   BENCH_METHOD   GET or POST (default GET)
 --   BENCH_BODY     request body, sent as application/json when set
 --   BENCH_USER_ID  value of the User-Id header when set
+--   BENCH_AUTHORIZATION  value of the Authorization header when set (AUTH_MODE=jwt)
 --   BENCH_PATHS    space-separated paths to cycle through (default: the URL's path only)
 --   BENCH_IDEMPOTENCY_KEY         value of the Idempotency-Key header when set (every request
 --                                 a repeat of the first), or
@@ -21,6 +22,11 @@ end
 local user_id = os.getenv("BENCH_USER_ID")
 if user_id ~= nil and user_id ~= "" then
   wrk.headers["User-Id"] = user_id
+end
+
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization ~= nil and authorization ~= "" then
+  wrk.headers["Authorization"] = authorization
 end
 
 local paths = os.getenv("BENCH_PATHS")

@@ -13,6 +13,8 @@ from bench.shell import BenchFailed, run
 
 WRK_LUA = Path(__file__).resolve().with_name("wrk.lua")
 MESSAGE_CONTENT = "hello from the benchmark"
+# In jwt mode a load without a User-Id reads as this user, a member of every conversation read.
+READER = 1
 MESSAGE_BODY = json.dumps({"content": MESSAGE_CONTENT})
 NEW_KEY_EACH = "*"
 
@@ -71,7 +73,12 @@ def wrk_command(service: Service, load: Load, seconds: float) -> tuple[list[str]
         "BENCH_PATHS": " ".join((load.path, *load.more_paths)) if load.more_paths else "",
         "BENCH_IDEMPOTENCY_KEY": "",
         "BENCH_IDEMPOTENCY_KEY_PREFIX": "",
+        "BENCH_AUTHORIZATION": "",
     }
+    if service.tokens is not None:  # the token names the caller, as a jwt-mode client sends it
+        caller = READER if load.user_id is None else load.user_id
+        env["BENCH_AUTHORIZATION"] = service.tokens.authorization(caller)
+        env["BENCH_USER_ID"] = ""
     if load.idempotency_key == NEW_KEY_EACH:  # a prefix per run: no key repeats an earlier run's
         env["BENCH_IDEMPOTENCY_KEY_PREFIX"] = f"{uuid.uuid4().hex}-"
     else:

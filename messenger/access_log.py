@@ -8,19 +8,23 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from messenger.errors import INTERNAL_ERROR, error_response
-from messenger.logs import Access, access_logger, log_access
+from messenger.logs import Access, access_logger, log_access, printable
 from messenger.metrics import Metrics
 
 # A request id from a client or proxy is kept only if it is short and harmless to log.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# nginx's status for a request whose client went away before the answer: the client's doing,
+# counted with the 4xx, never as a server error.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class AccessLogMiddleware:
     """Outermost application middleware.
 
     Unexpected exceptions stop here: the traceback is logged once with the request id and the
-    client gets a JSON 500 that names only that id. With `metrics`, each request is also
-    counted and timed by route template and status.
+    client gets a JSON 500 that names only that id. A client that disconnected before any
+    answer (say, in the middle of its body) is logged and counted as 499. With `metrics`, each
+    request is also counted and timed by route template and status.
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
@@ -35,9 +39,20 @@ class AccessLogMiddleware:
         given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # As the client sent them (the app may canonicalize the path), and never a control
+        # character of theirs in a log line.
+        method, path = printable(scope["method"]), printable(scope["path"])
         started = time.perf_counter()
         status = 500
         response_started = False
+        client_gone = False
+
+        async def receive_watching() -> Message:
+            nonlocal client_gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                client_gone = True
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -48,7 +63,9 @@ class AccessLogMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_watching, send_with_id)
+            if client_gone and not response_started:
+                status = CLIENT_CLOSED_REQUEST
         except Exception:
             access_logger.exception("unhandled error", extra={"request_id": request_id})
             if response_started:
@@ -59,5 +76,4 @@ class AccessLogMiddleware:
             duration = time.perf_counter() - started
             if self.metrics is not None:
                 self.metrics.observe_request(scope, status, duration)
-            method, path = scope["method"], scope["path"]
             log_access(Access(time.time(), request_id, method, path, status, duration * 1000))

@@ -2,76 +2,58 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from messenger import db, discovery, handlers, limits, openapi, stream
+from messenger import db, discovery, open_files, openapi, routes, stream
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
 from messenger.feed import FeedSweeper
 from messenger.idempotency import KeySweeper
+from messenger.keys import KeySet
 from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
 from messenger.readiness import PROBE_TIMEOUT
 from messenger.relay import OutboxRelay
+from messenger.routes import TrailingSlash
 from messenger.services import Services
 from messenger.settings import Settings
 from messenger.streams import Streams
+from messenger.tokens import TokenVerifier
 from messenger.wakeups import WakeUps
 
-Handler = Callable[[Request], Awaitable[Response]]
+ROUTES = [*routes.ROUTES, openapi.ROUTE]
 
 
-CORS: dict[str, Any] = {
-    "allow_origins": ["*"],
-    "allow_methods": ["GET", "POST", "OPTIONS"],
-    "allow_headers": ["*"],
-    "expose_headers": ["X-Request-Id", "Link"],
-}
+@contextlib.asynccontextmanager
+async def token_verifier(settings: Settings) -> AsyncIterator[TokenVerifier]:
+    """AUTH_MODE=jwt: the verifier, with the HTTP client that fetches the key set."""
+    timeout = httpx.Timeout(settings.auth_jwks_timeout)
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        keys = KeySet(client, settings)
+        try:
+            yield TokenVerifier(settings, keys)
+        finally:
+            await keys.close()
 
 
-def by_method(**handlers: Handler) -> Handler:
-    """One endpoint for a path served by several methods, so a 405 lists all of them in Allow."""
-
-    async def endpoint(request: Request) -> Response:
-        method = request.method.lower()
-        # Starlette serves HEAD wherever GET is served, with the GET handler's headers.
-        return await handlers["get" if method == "head" else method](request)
-
-    return endpoint
-
-
-ROUTES = [
-    Route("/health", handlers.health, methods=["GET"], name="health"),
-    Route("/health/ready", handlers.ready, methods=["GET"], name="ready"),
-    Route("/metrics", handlers.metrics, methods=["GET"], name="metrics"),
-    Route("/openapi.json", openapi.serve, methods=["GET"], name="openapi"),
-    Route("/events", stream.events, methods=["GET"], name="events"),
-    Route(
-        "/conversations",
-        by_method(get=handlers.list_conversations, post=handlers.create_conversation),
-        methods=["GET", "POST"],
-    ),
-    Route(
-        "/conversations/{conversation_id}/messages",
-        by_method(get=handlers.list_messages, post=handlers.send_message),
-        methods=["GET", "POST"],
-    ),
-    Route(
-        "/conversations/{conversation_id}/view_horizon",
-        handlers.set_view_horizon,
-        methods=["POST"],
-    ),
-]
+def cors(settings: Settings) -> dict[str, Any]:
+    """The CORS settings of every route (and of the event stream, see stream.py)."""
+    return {
+        "allow_origins": ["*"],
+        "allow_methods": ["GET", "POST", "OPTIONS"],
+        "allow_headers": ["*"],
+        # jwt mode: a browser client may read why a token was refused (RFC 6750).
+        "expose_headers": ["X-Request-Id", "Link"]
+        + (["WWW-Authenticate"] if settings.auth_mode == "jwt" else []),
+    }
 
 
 async def _cancel(task: "asyncio.Task[None]") -> None:
@@ -120,6 +102,8 @@ def create_app(
             feed_sweeper = FeedSweeper(settings, pool)
             feed_sweeper.start()
             stack.push_async_callback(feed_sweeper.stop)
+            if settings.auth_mode == "jwt":
+                services.tokens = await stack.enter_async_context(token_verifier(settings))
             if settings.relay_enabled:
                 services.relay = OutboxRelay(settings, services.outbox_pending)
                 services.relay.start()
@@ -127,19 +111,26 @@ def create_app(
             sweeper = KeySweeper(settings, pool)
             sweeper.start()
             stack.push_async_callback(sweeper.stop)
-            await stack.enter_async_context(limits.watch_open_files())
+            await stack.enter_async_context(open_files.watch_open_files())
             await stack.enter_async_context(discovery.registered(registration))
             yield {"services": services}
 
     middleware = [
         Middleware(AccessLogMiddleware, metrics=metrics),
-        Middleware(stream.DirectEventStreams, cors=CORS),
-        Middleware(CORSMiddleware, **CORS),
-        Middleware(BodyLimitMiddleware, max_body_size=settings.json_body_limit),
+        Middleware(stream.DirectEventStreams, cors=cors(settings)),
+        Middleware(CORSMiddleware, **cors(settings)),
+        Middleware(
+            BodyLimitMiddleware,
+            max_body_size=settings.json_body_limit,
+            timeout=settings.http_body_timeout,
+        ),
+        Middleware(TrailingSlash),
     ]
-    return Starlette(
+    app = Starlette(
         routes=ROUTES,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # a 404, never a redirect built from the Host header
+    return app

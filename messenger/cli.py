@@ -15,7 +15,7 @@ DESCRIPTION = """\
 messenger: conversations between two users and their messages.
 
 Without a command, MESSENGER_ROLE picks one: `serve` (the default) or `migrator`, which runs
-`migrate` and exits. Configuration comes from the environment; see the README's table.
+`migrate` and exits. Configuration comes from the environment; see docs/configuration.md.
 """
 
 
@@ -25,7 +25,7 @@ def serve(settings: Settings) -> int:
     from messenger.app import create_app
     from messenger.discovery import Registration
     from messenger.http_limits import bounded_protocol
-    from messenger.limits import raise_open_files_limit
+    from messenger.open_files import raise_open_files_limit
     from messenger.server import Server
     from messenger.streams import Streams
 

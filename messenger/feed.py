@@ -16,14 +16,15 @@ import asyncpg
 
 from messenger import db
 from messenger.responses import render_json
+from messenger.schemas import LISTED_CONVERSATION_KEYS, LISTED_MESSAGE_KEYS
 from messenger.settings import Settings
 
 logger = logging.getLogger("messenger.feed")
 
 SWEEP_BATCH = 10_000
 SWEEP_BATCHES = 100  # per sweep, so one sweep stays bounded
-_MESSAGE = slice(db.FEED_COLUMNS, db.FEED_COLUMNS + len(db.MESSAGE_KEYS))
-_CONVERSATION = slice(_MESSAGE.stop, _MESSAGE.stop + len(db.CONVERSATION_KEYS))
+_MESSAGE = slice(db.FEED_COLUMNS, db.FEED_COLUMNS + len(LISTED_MESSAGE_KEYS))
+_CONVERSATION = slice(_MESSAGE.stop, _MESSAGE.stop + len(LISTED_CONVERSATION_KEYS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +60,13 @@ def _event(row: asyncpg.Record, read_at: float) -> Event:
             return Event(position, "", b"", age, read_at)
         data = {
             "conversation_id": conversation_id,
-            "message": dict(zip(db.MESSAGE_KEYS, message, strict=True)),
+            "message": dict(zip(LISTED_MESSAGE_KEYS, message, strict=True)),
         }
     elif kind == "conversation":
         conversation = tuple(row[_CONVERSATION])
         if conversation[0] is None:
             return Event(position, "", b"", age, read_at)
-        data = {"conversation": dict(zip(db.CONVERSATION_KEYS, conversation, strict=True))}
+        data = {"conversation": dict(zip(LISTED_CONVERSATION_KEYS, conversation, strict=True))}
     else:
         data = {"conversation_id": conversation_id, "user_id": actor_id, "index": index}
     return Event(position, kind, render_json(data), age, read_at)

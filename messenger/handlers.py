@@ -1,16 +1,16 @@
 """HTTP handlers: parse and validate the request, call one data function, shape the response."""
 
-import re
 from typing import Any
 
 import asyncpg
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
-from messenger import db, json_body
+from messenger import db, identity, json_body, schemas
 from messenger.errors import (
     BODY_MISSING,
     BODY_NOT_OBJECT,
+    CALLER_NOT_PARTICIPANT,
     CONTENT_EMPTY,
     CONTENT_HAS_NUL,
     CONTENT_NOT_STRING,
@@ -27,55 +27,24 @@ from messenger.errors import (
     QUERY_NOT_BOOLEAN,
     QUERY_NOT_INTEGER,
     UNKNOWN_PARTICIPANTS,
-    USER_ID_REQUIRED,
     BadRequest,
+    Errors,
+    Forbidden,
     NotFound,
     Unprocessable,
 )
 from messenger.idempotency import idempotency_key
+from messenger.ids import integer
+from messenger.operations import Answer, operation
 from messenger.page_cache import render_page
-from messenger.readiness import probe, readiness
 from messenger.responses import JSONResponse
+from messenger.schemas import SENT_MESSAGE_KEYS
 from messenger.services import Services
-
-MAX_ID = 2**63 - 1  # ids are PostgreSQL bigints
-_CANONICAL_INTEGER = re.compile(r"(0|[1-9][0-9]{0,18})")
-
-
-def _integer(value: object, *, minimum: int) -> int | None:
-    """`value` as an integer in [minimum, MAX_ID]: a JSON integer or its canonical decimal text."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        if not _CANONICAL_INTEGER.fullmatch(value):
-            return None
-        value = int(value)
-    if isinstance(value, int) and minimum <= value <= MAX_ID:
-        return value
-    return None
-
-
-def _user_id(request: Request) -> int:
-    user_id = _optional_user_id(request)
-    if user_id is None:
-        raise BadRequest(USER_ID_REQUIRED)
-    return user_id
-
-
-def _optional_user_id(request: Request) -> int | None:
-    """The `User-Id` header if given; given but not a canonical positive integer is an error."""
-    header = request.headers.get("user-id")
-    if header is None:
-        return None
-    user_id = _integer(header, minimum=1)
-    if user_id is None:
-        raise BadRequest(USER_ID_REQUIRED)
-    return user_id
 
 
 def _path_id(request: Request, name: str) -> int:
     raw = request.path_params[name]
-    value = _integer(raw, minimum=1)
+    value = integer(raw, minimum=1)
     if value is None:
         raise BadRequest(INVALID_PATH_ID.format(name=name.replace("_", " "), value=raw[:40]))
     return value
@@ -85,10 +54,19 @@ def _query_integer(request: Request, name: str, *, minimum: int) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    value = _integer(raw, minimum=minimum)
+    value = integer(raw, minimum=minimum)
     if value is None:
         raise BadRequest(QUERY_NOT_INTEGER.format(name=name))
     return value
+
+
+def _query_flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "false":
+        return False
+    if raw == "true":
+        return True
+    raise BadRequest(QUERY_NOT_BOOLEAN.format(name=name))
 
 
 async def _json_body(request: Request) -> object:
@@ -115,7 +93,7 @@ def _participants(body: object) -> tuple[int, int]:
         raise BadRequest(PARTICIPANTS_NOT_LIST)
     if len(raw) != 2:
         raise BadRequest(NEED_TWO_USERS)
-    first, second = (_integer(item, minimum=1) for item in raw)
+    first, second = (integer(item, minimum=1) for item in raw)
     if first is None or second is None:
         raise BadRequest(PARTICIPANT_NOT_ID)
     if first == second:
@@ -143,31 +121,56 @@ async def _membership_error(services: Services, conversation_id: int, user_id: i
         raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
 
 
-async def health(request: Request) -> Response:
-    """Liveness, as the Node service answered it: no dependency checks, so a database blip
-    does not make Consul deregister every instance at once."""
-    return PlainTextResponse("OK")
-
-
-async def ready(request: Request) -> Response:
-    """Readiness as JSON; 503 while PostgreSQL is unreachable or the instance is leaving."""
-    services = Services.of(request)
-    is_ready, body = readiness(services, await probe(services))
-    return JSONResponse(body, status_code=200 if is_ready else 503)
-
-
-async def metrics(request: Request) -> Response:
-    """Prometheus exposition of this instance's figures."""
-    services = Services.of(request)
-    assert services.metrics is not None
-    found = await probe(services)
-    accept = request.headers.get("accept", "")
-    content, content_type = services.metrics.render(services, found, accept)
-    return Response(content, headers={"Content-Type": content_type})
-
-
+@operation(
+    "createConversation",
+    "conversations",
+    Answer(
+        201,
+        "Created. `id` is a string.",
+        schemas.ConversationAnswer,
+        links={
+            "SendMessage": {
+                "operationId": "sendMessage",
+                "parameters": {
+                    "conversation_id": "$response.body#/conversation/id",
+                    "header.User-Id": "$request.body#/participant_ids/0",
+                },
+            },
+            "ListMessages": {
+                "operationId": "listMessages",
+                "parameters": {"conversation_id": "$response.body#/conversation/id"},
+            },
+        },
+    ),
+    body=schemas.NewConversation,
+    example={"participant_ids": [1, 2]},
+    errors=[
+        Errors(
+            400,
+            "Not two distinct known users, the pair already has a conversation, or a malformed "
+            "body.",
+            [
+                NEED_TWO_USERS,
+                UNKNOWN_PARTICIPANTS,
+                PARTICIPANTS_NOT_LIST,
+                PARTICIPANT_NOT_ID,
+                CONVERSATION_EXISTS,
+            ],
+        )
+    ],
+    caller=True,
+)
 async def create_conversation(request: Request) -> Response:
+    """Start a conversation between two users
+
+    Key order of the answer: `conversation`: `id`, `inserted_at`. The body is read as JSON only
+    with `Content-Type: application/json`, as the Node service's express.json did: any other
+    body counts as `{}`.
+    """
+    creator_id = await identity.verified_caller(request)
     low_id, high_id = _participants(await _json_body(request))
+    if creator_id is not None and creator_id not in (low_id, high_id):
+        raise Forbidden(CALLER_NOT_PARTICIPANT)
     services = Services.of(request)
     async with db.unavailable_as_503():
         created = await db.create_conversation(services.pool, low_id, high_id)
@@ -177,22 +180,33 @@ async def create_conversation(request: Request) -> Response:
             existing = await db.find_conversation_between(services.pool, low_id, high_id)
             raise BadRequest(CONVERSATION_EXISTS.format(id=existing))
     services.feeds_written(created.woken)
-    conversation = {"id": created.id, "inserted_at": created.inserted_at}
+    conversation = {key: getattr(created, key) for key in schemas.CREATED_CONVERSATION_KEYS}
     return JSONResponse({"conversation": conversation}, status_code=201)
 
 
-def _query_flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "false":
-        return False
-    if raw == "true":
-        return True
-    raise BadRequest(QUERY_NOT_BOOLEAN.format(name=name))
-
-
+@operation(
+    "listConversations",
+    "conversations",
+    Answer(200, "The user's conversations, oldest first.", schemas.ConversationList),
+    parameters=[schemas.USER_ID, schemas.UNREAD, schemas.REQUEST_ID],
+    errors=[
+        Errors(
+            400,
+            "User-Id missing or not a positive integer, or `unread` neither true nor false.",
+            [QUERY_NOT_BOOLEAN],
+        )
+    ],
+    caller=True,
+)
 async def list_conversations(request: Request) -> Response:
-    """The caller's conversations; `unread=true` adds `last_index` and `unread` to each."""
-    user_id = _user_id(request)
+    """The conversations of a user, each named after the other participant
+
+    Key order of each item: `id`, `inserted_at`, `name`; `id` is a string. With
+    `unread=true` each item also has `last_index` (the highest message index) and `unread`
+    (messages above the caller's view horizon), after `name`; without it the answer is
+    exactly the Node service's.
+    """
+    user_id = await identity.caller(request)
     unread = _query_flag(request, "unread")
     services = Services.of(request)
     async with db.unavailable_as_503():
@@ -200,8 +214,55 @@ async def list_conversations(request: Request) -> Response:
     return JSONResponse({"conversations": [dict(row) for row in rows]})
 
 
+@operation(
+    "sendMessage",
+    "messages",
+    Answer(
+        201,
+        "Stored; `index` is the next in the conversation. A repeat with the same "
+        "Idempotency-Key and content gets the first answer again, byte for byte, and stores "
+        "and publishes nothing.",
+        schemas.MessageAnswer,
+        links={
+            "ListMessages": {
+                "operationId": "listMessages",
+                "parameters": {"conversation_id": "$request.path.conversation_id"},
+            },
+            "SetViewHorizon": {
+                "operationId": "setViewHorizon",
+                "parameters": {
+                    "conversation_id": "$request.path.conversation_id",
+                    "header.User-Id": "$request.header.User-Id",
+                },
+                "requestBody": {"index": "$response.body#/message/index"},
+            },
+        },
+    ),
+    parameters=[schemas.USER_ID, schemas.IDEMPOTENCY_KEY, schemas.REQUEST_ID],
+    body=schemas.NewMessage,
+    example={"content": "This is the first message"},
+    errors=[
+        Errors(
+            400,
+            "Malformed User-Id, path id or body, or a sender who is not a member.",
+            [CONTENT_NOT_STRING, CONTENT_EMPTY, CONTENT_HAS_NUL, BODY_NOT_OBJECT, BODY_MISSING],
+        ),
+        Errors(
+            422,
+            "The Idempotency-Key was used for a message with other content.",
+            [IDEMPOTENCY_KEY_REUSED],
+        ),
+    ],
+    caller=True,
+)
 async def send_message(request: Request) -> Response:
-    user_id = _user_id(request)
+    """Send a message into a conversation the user belongs to
+
+    Key order of the answer's `message`: `id` (string), `content`, `index`, `user_id`,
+    `username`, `conversation_id` (numbers), `inserted_at`. Publishes one `new_message` event
+    and gives both members a `message` event on their streams (GET /events).
+    """
+    user_id = await identity.caller(request)
     conversation_id = _path_id(request, "conversation_id")
     key = idempotency_key(request)
     content = _content(await _json_object(request))
@@ -217,15 +278,7 @@ async def send_message(request: Request) -> Response:
     if key is None or not row["replayed"]:
         services.outbox_written()
         services.feeds_written(row["woken"])
-    message = {
-        "id": row["id"],
-        "content": row["content"],
-        "index": row["index"],
-        "user_id": row["user_id"],
-        "username": row["username"],
-        "conversation_id": row["channel_id"],
-        "inserted_at": row["inserted_at"],
-    }
+    message = {key: row[key] for key in SENT_MESSAGE_KEYS}
     return JSONResponse({"message": message}, status_code=201)
 
 
@@ -246,15 +299,39 @@ async def _send_once(
     return row
 
 
+@operation(
+    "listMessages",
+    "messages",
+    Answer(200, "A page of messages.", schemas.MessageList, headers=["Link"]),
+    parameters=[
+        schemas.READER_ID,
+        schemas.REQUEST_ID,
+        schemas.LIMIT,
+        schemas.AFTER_INDEX,
+        schemas.BEFORE_INDEX,
+    ],
+    errors=[
+        Errors(
+            400,
+            "Malformed User-Id, path id or paging parameter, or a reader who is not a member.",
+            [CURSORS_EXCLUSIVE],
+        )
+    ],
+    caller=True,
+)
 async def list_messages(request: Request) -> Response:
-    """Messages oldest first, `limit` at a time (at most MESSAGES_PAGE_MAX).
+    """Messages of a conversation, oldest first, a page at a time
 
-    Without a cursor the first page is returned; `after_index` pages forward and
-    `before_index` backward. A full page carries a `Link` header to the next one. A page this
-    instance rendered before is served again while the conversation's counter says it is
-    current (see page_cache); the reader and the conversation are checked on every read.
+    Key order of each message: `id`, `content`, `user_id`, `channel_id`, `index`,
+    `inserted_at`, `username`; every id and `index` is a string. At most MESSAGES_PAGE_MAX
+    (default 1000) messages; without parameters the first page. A full page carries a `Link`
+    to the next one. Without User-Id anyone may read (the tutorial does); with one, only a
+    member.
     """
-    reader_id = _optional_user_id(request)
+    # `after_index` pages forward, `before_index` backward. A page this instance rendered
+    # before is served again while the conversation's counter says it is current (see
+    # page_cache); the reader and the conversation are checked on every read.
+    reader_id = await identity.optional_caller(request)
     conversation_id = _path_id(request, "conversation_id")
     services = Services.of(request)
     page_max = services.settings.messages_page_max
@@ -284,10 +361,27 @@ async def list_messages(request: Request) -> Response:
     return Response(page.body, headers=headers, media_type=JSONResponse.media_type)
 
 
+@operation(
+    "setViewHorizon",
+    "messages",
+    Answer(204, "Stored; no body."),
+    parameters=[schemas.USER_ID, schemas.REQUEST_ID],
+    body=schemas.ViewHorizon,
+    example={"index": 2},
+    errors=[
+        Errors(
+            400,
+            "Malformed User-Id, path id or body, or a user who is not a member.",
+            [INDEX_NOT_INTEGER, BODY_NOT_OBJECT, BODY_MISSING],
+        )
+    ],
+    caller=True,
+)
 async def set_view_horizon(request: Request) -> Response:
-    user_id = _user_id(request)
+    """Record the index of the last message the user has seen"""
+    user_id = await identity.caller(request)
     conversation_id = _path_id(request, "conversation_id")
-    index = _integer((await _json_object(request)).get("index"), minimum=0)
+    index = integer((await _json_object(request)).get("index"), minimum=0)
     if index is None:
         raise BadRequest(INDEX_NOT_INTEGER)
     services = Services.of(request)

@@ -9,6 +9,9 @@ connection opened (for its first request) or after the request's first bytes arr
 next ones), and closes a new connection that sent nothing by then. Idle keep-alive connections
 stay governed by uvicorn's `timeout_keep_alive`.
 
+An HTTP/1.1 request without exactly one Host header is refused with 400 (RFC 9112 3.2);
+HTTP/1.0 needs none.
+
 The refusals close the connection, as the parser's state is lost; their bodies are JSON like
 every other error of the service.
 """
@@ -20,6 +23,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 HEAD_TOO_LARGE = "request header fields too large"
+HOST_REQUIRED = "an HTTP/1.1 request must have exactly one Host header"
 HEAD_TIMEOUT = "request headers not received in time"
 INVALID_REQUEST = "invalid HTTP request"
 # scope["extensions"][CONNECTION_EXTENSION]: "abort"() drops the connection, "is_closing"()
@@ -41,6 +45,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_open = False  # a head has begun and not ended
     _head_timer: asyncio.TimerHandle | None = None
     _lost_callbacks: list[Callable[[], None]] = _NO_CALLBACKS
+    _bad_request = INVALID_REQUEST  # the text of a 400
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -95,6 +100,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = self._head_open = False
         self._heads_done += 1
         self._disarm_head_timer()
+        if self.parser.get_http_version() == "1.1":
+            hosts = sum(1 for name, _ in self.headers if name == b"host")
+            if hosts != 1:
+                # RFC 9112, section 3.2: 400 to an HTTP/1.1 request with no Host or several,
+                # as Node's server answers. Raising stops the parser; uvicorn then calls
+                # send_400_response, which sends this text.
+                self._bad_request = HOST_REQUIRED
+                raise ValueError(HOST_REQUIRED)
         # A response that waits for a client which stopped reading (an event stream) can only
         # stop waiting by closing the connection, and a long response should notice a client
         # that left without keeping a task in receive(): give the application the means.
@@ -114,7 +127,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's own text/plain answer to what llhttp cannot parse, in the service's shape.
-        self._refuse(400, INVALID_REQUEST)
+        self._refuse(400, self._bad_request)
 
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:

@@ -13,6 +13,7 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
 
 from messenger.db import DATABASE_ERRORS, UNAVAILABLE_ERRORS, connect_kwargs
@@ -20,7 +21,7 @@ from messenger.settings import Settings
 
 logger = logging.getLogger("messenger.jobs")
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"  # package data: in every install
 MAINTENANCE_DATABASE = "postgres"
 SEED_LOCK = 0x73656564  # "seed"
 GRANT_LOCK = 0x6772616E  # "gran"
@@ -174,10 +175,21 @@ async def schema_revision(settings: Settings) -> str | None:
 
 
 def image_revisions(settings: Settings) -> tuple[str, frozenset[str]]:
-    """The head revision this image's migrations reach, and every revision they know."""
-    scripts = ScriptDirectory.from_config(alembic_config(settings))
-    head = scripts.get_current_head()
-    assert head is not None, "the image carries no migration"
+    """The head revision this image's migrations reach, and every revision they know.
+
+    Raises JobFailed when this installation carries no migrations.
+    """
+    missing = JobFailed(
+        f"this installation carries no migrations at {MIGRATIONS}: the messenger package"
+        " ships them in messenger/migrations/; reinstall it (pip install ., or the image)"
+    )
+    try:
+        scripts = ScriptDirectory.from_config(alembic_config(settings))
+        head = scripts.get_current_head()
+    except CommandError as error:
+        raise missing from error
+    if head is None:
+        raise missing
     return head, frozenset(script.revision for script in scripts.walk_revisions())
 
 
@@ -246,6 +258,7 @@ def run_wait_for_schema(settings: Settings) -> None:
 
 
 def run_migrate(settings: Settings) -> None:
+    image_revisions(settings)  # before anything is created: fail first without migrations
     try:
         asyncio.run(ensure_database(settings))
         before = asyncio.run(schema_revision(settings))

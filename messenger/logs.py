@@ -4,6 +4,11 @@ A serving process writes its log from a thread of its own (`LogWriter`), in batc
 event loop never waits for stdout. The access log, one line per request, skips logging's
 record machinery there: the request's figures go to the writer as they are, and the writer
 renders the line the configured formatter would (tests/test_logs.py holds them to that).
+
+A client's bytes reach log lines (a path, a method, an exception's text quoting its input):
+both formats write every message and exception text through `printable`, so a line break or a
+terminal escape a client sent shows as `\\r\\n` or `\\x1b` and cannot forge a line. Only the
+traceback's own frames, which are the code's, keep their line breaks.
 """
 
 import json
@@ -12,7 +17,9 @@ import queue
 import sys
 import threading
 import time
-from typing import IO, NamedTuple
+import traceback
+from types import TracebackType
+from typing import IO, NamedTuple, TypeAlias
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -27,6 +34,116 @@ JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 # dropped and counted, and the count is written once stdout takes lines again.
 MAX_PENDING_LINES = 10_000
 GATHER_SECONDS = 0.05  # the writer thread gathers lines this long before each write
+
+
+ExcInfo: TypeAlias = (
+    tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+)
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _escape(char: str) -> str:
+    """One character that is not printable, as a Python string literal would spell it."""
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable escaped: line breaks (`\\n`, U+2028),
+    control characters (`\\x1b`), format characters such as bidi overrides (`\\u202e`).
+
+    Printable text is returned as it is, and escaping twice changes nothing (a backslash is
+    printable: `\\n` in the output may also be a client's own two characters).
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def format_exception(exc_info: ExcInfo) -> str:
+    """The traceback as `logging` writes it, each exception's own text (which may quote a
+    client's input) through `printable`: its frames keep their lines, its texts take one."""
+    _, error, tb = exc_info
+    if error is None:
+        return ""
+    return "".join(_traceback_lines(traceback.TracebackException(type(error), error, tb))).rstrip(
+        "\n"
+    )
+
+
+def _traceback_lines(newest: traceback.TracebackException) -> list[str]:
+    chain: list[tuple[traceback.TracebackException, str]] = []  # newest first, with its link
+    seen: set[int] = set()
+    current: traceback.TracebackException | None = newest
+    link = ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, _CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, _CONTEXT
+        else:
+            current = None
+    lines: list[str] = []
+    for exception, link in reversed(chain):
+        if exception.stack:
+            lines += ["Traceback (most recent call last):\n", *exception.stack.format()]
+        text = "".join(exception.format_exception_only()).rstrip("\n")
+        lines.append(printable(text) + "\n")
+        for number, member in enumerate(exception.exceptions or (), start=1):
+            lines.append(f"  +---------------- {number} ----------------\n")
+            lines += [
+                "  | " + line + "\n" for line in "".join(_traceback_lines(member)).splitlines()
+            ]
+        lines.append(link)
+    return lines
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, every message and exception text printable (see `printable`)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        # logging.Formatter.format, but the exception is formatted here every time: its cached
+        # `exc_text` may come from another handler's formatter, which escapes nothing.
+        record.message = printable(record.getMessage())
+        record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        if record.exc_info:
+            text += "\n" + format_exception(record.exc_info)
+        elif record.exc_text:
+            text += "\n" + printable(record.exc_text)
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return text
+
+
+class JsonLineFormatter(JsonFormatter):
+    """JSON_FORMAT, the message and exception text printable (see `printable`) as in the text
+    format: JSON keeps a line break from splitting the line, not from showing as one."""
+
+    def __init__(self) -> None:
+        super().__init__(JSON_FORMAT, rename_fields=JSON_RENAMES)
+
+    def formatException(self, ei: ExcInfo) -> str:
+        return format_exception(ei)
+
+    def process_log_record(self, log_data: dict[str, object]) -> dict[str, object]:
+        message = log_data.get("message")
+        if isinstance(message, str):
+            log_data["message"] = printable(message)
+        return log_data
 
 
 class Access(NamedTuple):
@@ -138,10 +255,11 @@ class LogWriter(logging.Handler):
 
     def access_line(self, access: Access) -> str:
         asctime = self._timestamps(access.created)
+        message = printable(access.message)  # as the formatters write a message
         if self.log_format == "json":
             data = {"time": asctime, "level": "INFO", "logger": ACCESS_LOGGER}
-            return json.dumps({**data, "message": access.message, **access.fields})
-        return f"{asctime} INFO {ACCESS_LOGGER}: {access.message}"
+            return json.dumps({**data, "message": message, **access.fields})
+        return f"{asctime} INFO {ACCESS_LOGGER}: {message}"
 
     def _dropped_line(self, count: int) -> str:
         message = f"{count} log lines dropped: stdout did not keep up"
@@ -186,8 +304,8 @@ class LogWriter(logging.Handler):
 
 def make_formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
-        return JsonFormatter(JSON_FORMAT, rename_fields=JSON_RENAMES)
-    return logging.Formatter(TEXT_FORMAT)
+        return JsonLineFormatter()
+    return TextFormatter()
 
 
 def configure_logging(settings: Settings, *, background: bool = False) -> None:

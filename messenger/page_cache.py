@@ -12,8 +12,9 @@ checked: the service never renames a user.
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from messenger.db import MESSAGE_KEYS, MessagePage
+from messenger.db import MessagePage
 from messenger.responses import render_json
+from messenger.schemas import LISTED_MESSAGE_KEYS
 
 FOREVER = 2**63 - 1  # a counter no conversation reaches: the page can no longer change
 
@@ -72,7 +73,8 @@ def render_page(found: MessagePage, cursor: int, limit: int, *, backward: bool) 
     """
     rows, last_index = found.rows, found.last_index
     assert last_index is not None
-    messages = [dict(zip(MESSAGE_KEYS, row.values(), strict=False)) for row in rows]
+    # A row's first columns are the listed message's, in its keys' order (db renders them so).
+    messages = [dict(zip(LISTED_MESSAGE_KEYS, row.values(), strict=False)) for row in rows]
     link = None
     if len(rows) == limit:
         if backward:

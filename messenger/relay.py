@@ -19,6 +19,7 @@ import aio_pika
 import aiormq
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.connection import make_url
 
 from messenger import db
 from messenger.backoff import Backoff
@@ -308,23 +309,24 @@ class OutboxRelay:
         if self._channel is not None and self._connection and not self._connection.is_closed:
             return
         settings = self.settings
-        try:
-            connection = await aio_pika.connect(
+        # Not aio_pika.connect: it leaves a failed connection unclosed, to warn when collected.
+        connection = aio_pika.Connection(
+            make_url(
                 host=settings.broker_host,
                 port=settings.amqpport,
                 login=settings.amqpuser,
                 password=settings.amqppassword.get_secret_value(),
-                timeout=settings.relay_publish_timeout,
-                client_properties={"connection_name": "messenger-relay"},
-            )
-        except (aio_pika.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
-            raise BrokerUnavailable(f"{error.__class__.__name__}: {error}") from error
+            ),
+            client_properties={"connection_name": "messenger-relay"},
+        )
         try:
+            await connection.connect(timeout=settings.relay_publish_timeout)
             # An unroutable event (queue deleted) must fail the publish, not vanish.
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await declare_queue(channel, settings.amqp_queue)
         except (aio_pika.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as error:
-            await connection.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), 2)
             raise BrokerUnavailable(f"{error.__class__.__name__}: {error}") from error
         self._connection = connection
         self._channel = channel

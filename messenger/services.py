@@ -12,6 +12,7 @@ from messenger.page_cache import PageCache
 from messenger.relay import OutboxRelay
 from messenger.settings import Settings
 from messenger.streams import Streams
+from messenger.tokens import TokenVerifier
 from messenger.wakeups import WakeUps
 
 
@@ -25,6 +26,7 @@ class Services:
     relay: OutboxRelay | None = None
     discovery: Registration | None = None  # None: CONSUL_SERVICE_NAME unset, never registers
     metrics: Metrics | None = None
+    tokens: TokenVerifier | None = None  # AUTH_MODE=jwt: verifies bearer tokens; None: header
     streams: Streams | None = None
     wakeups: WakeUps | None = None
 

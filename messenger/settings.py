@@ -13,9 +13,11 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from messenger.body_limit import parse_size
+from messenger.auth_types import Algorithms, HttpUrl, OptionalText
+from messenger.live_settings import LiveSettings
+from messenger.sizes import parse_size
 
 Profile = Literal["production", "development", "test"]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -32,6 +34,7 @@ def _check_go_duration(text: str) -> str:
 
 
 GoDuration = Annotated[str, AfterValidator(_check_go_duration)]
+
 
 # Defaults each profile gave in the Node service's convict files; what a profile leaves out
 # must come from the environment.
@@ -66,8 +69,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class Settings(BaseSettings):
-    """Everything the service and its jobs read from the environment.
+class Settings(LiveSettings):
+    """Everything the service and its jobs read from the environment (with live delivery's
+    settings, declared in live_settings.py).
 
     Field names are the environment variable names, lower-cased (`PGHOST` -> `pghost`).
     """
@@ -77,125 +81,237 @@ class Settings(BaseSettings):
         extra="ignore",
         hide_input_in_errors=True,
         populate_by_name=True,
+        use_attribute_docstrings=True,  # a field's description: the docstring below it
     )
 
     messenger_env: Profile = Field(
         default="development", validation_alias=AliasChoices("messenger_env", "node_env")
     )
+    """The profile whose defaults apply: `production`, `development` or `test` (case-insensitive).
+    `NODE_ENV`, the Node service's name, works too; `MESSENGER_ENV` wins when both are set.
+    """
     messenger_role: Literal["serve", "migrator"] = "serve"
+    """What `python -m messenger` does without a command: `serve`, or `migrator` (run `migrate` and
+    exit). The image's one-off migration container sets `migrator`.
+    """
 
     host: str = "0.0.0.0"
+    """The address to listen on. The default is every interface; `127.0.0.1` keeps the service to
+    this machine.
+    """
     port: Port
+    """The HTTP port to listen on."""
     keep_alive_timeout: int = Field(default=75, ge=1)
+    """Seconds an idle keep-alive connection is kept open. Keep it above the load balancer's
+    upstream `keepalive_timeout` (nginx: 60 s) so the balancer never reuses a connection the service
+    is closing.
+    """
     # Node's limit (--max-http-header-size) and a read deadline for slow clients.
     http_header_limit: ByteSize = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request head (request line, headers and the blank line), 1kb to 1mb. A longer one
+    gets 431 once that many bytes arrived, none kept beyond it (Node's `--max-http-header-size`).
+    """
     http_header_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a client has to send a request's head: from the connection's start for its first
+    request, from its first byte for each next one; then 408 and the connection is closed
+    (slowloris). Idle keep-alive connections wait `KEEP_ALIVE_TIMEOUT` instead.
+    """
+    http_body_timeout: float = Field(default=30.0, gt=0, le=300)
+    """Seconds a request's body may take to arrive, counted from the end of its headers; a body not
+    complete by then is answered 408 and its connection closed. 30 s carries a body of
+    `JSON_BODY_LIMIT`'s default (100 kB) over a 64 kbit/s link twice over, while a client that
+    stalls holds its connection a tenth as long as Node's `requestTimeout` (300 s) allowed.
+    """
     pghost: str
+    """PostgreSQL's host name or address, or a Unix socket directory (a path starting with `/`)."""
     pgport: Port
+    """PostgreSQL's port."""
     pguser: str
+    """The PostgreSQL role: the least-privilege application role when serving, the migrator's
+    elevated role (may create databases and roles) for `migrate` and `seed`.
+    """
     pgpassword: SecretStr | None = None
+    """The password of `PGUSER`."""
     pgdatabase: str = Field(min_length=1, max_length=63)
+    """The database; `migrate` creates it when it is missing."""
     pg_pool_max: int = Field(default=10, ge=1)
+    """Most PostgreSQL connections serving requests, per instance, opened on demand (an instance
+    starts while PostgreSQL is down). An instance holds up to this + 2 in all (one for its relay,
+    one for readiness and metrics): size PostgreSQL's `max_connections` for the most instances you
+    run. A larger pool did not make sends faster (they queue on one row per conversation).
+    """
     pg_command_timeout: float = Field(default=10.0, gt=0)
+    """Seconds asyncpg waits for any answer from PostgreSQL: the client-side backstop behind
+    `PG_STATEMENT_TIMEOUT`; keep it above that.
+    """
     # Every wait of a request is bounded; each one running out is a 503 with Retry-After.
     pg_acquire_timeout: float = Field(default=2.0, gt=0)
+    """Seconds a request waits for a pool connection, in line and connecting included, before it
+    gets 503 `The database is busy, try again shortly`.
+    """
     pg_lock_timeout: float = Field(default=1.0, gt=0)
+    """Seconds a statement waits for a row lock (PostgreSQL's `lock_timeout`), such as a
+    conversation's counter row, before the request gets 503.
+    """
     pg_statement_timeout: float = Field(default=5.0, gt=0)
+    """Seconds a statement may run (PostgreSQL's `statement_timeout`) before the request gets 503.
+    """
 
     app_db_user: str | None = Field(default=None, min_length=1, max_length=63)
+    """`migrate` only: the least-privilege role serving instances connect as. Created with
+    `APP_DB_PASSWORD` when missing, then granted data access only (no DDL). Unset: no role is
+    created or granted.
+    """
     app_db_password: SecretStr | None = None
+    """`migrate` only: the password `APP_DB_USER` is created with."""
 
     amqphost: str | None = None  # required by `serve` and `relay` only; see load_settings
+    """RabbitMQ's host. Required by `serve` and `relay` in production; the service starts and serves
+    without a broker (events wait in the outbox).
+    """
     amqpport: Port
+    """RabbitMQ's port."""
     amqpuser: str = "guest"
+    """The RabbitMQ user."""
     amqppassword: SecretStr = SecretStr("guest")
+    """The password of `AMQPUSER`."""
 
     amqp_queue: str = Field(default="chat_queue", min_length=1)
+    """The queue `new_message` events are published to (the default exchange, this routing key): the
+    notifier consumes `chat_queue`. `scripts/dev` uses `chat_queue_dev` so a development run never
+    feeds a shared notifier.
+    """
     relay_enabled: bool = True
+    """Run the outbox relay inside this serving instance. Set `false` when `python -m messenger
+    relay` runs as its own process.
+    """
     relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    """Outbox rows the relay claims, publishes and deletes per round."""
     relay_sweep_interval: float = Field(default=1.0, gt=0)
+    """Seconds between the relay's sweeps for rows other processes wrote (a send in its own process
+    wakes it at once): how long a separate relay's events may wait when it is idle.
+    """
     relay_publish_timeout: float = Field(default=5.0, gt=0)
+    """Seconds a publish may wait for RabbitMQ's confirm, and a connection attempt for the broker.
+    """
     relay_backoff_max: float = Field(default=10.0, gt=0)
+    """The cap, in seconds, of the relay's reconnect backoff (with jitter)."""
     relay_flush_timeout: float = Field(default=3.0, ge=0)
+    """Seconds the relay keeps publishing pending events at shutdown."""
     relay_max_attempts: int = Field(default=10, ge=1)
+    """Refusals by RabbitMQ after which an event is parked in the table `outbox_parked` (logged and
+    counted; move it back once the cause is fixed).
+    """
 
     json_body_limit: ByteSize = 100 * 1024
+    """Largest request body; a larger one gets 413 before any handler runs. Sizes in the npm `bytes`
+    style: `b`, `kb`, `mb`, `gb`, `tb`, `pb`, 1024-based, case-insensitive, fractions allowed
+    (`1.5mb`); a bare number is bytes.
+    """
     messages_page_max: int = Field(default=1000, ge=1, le=100_000)
+    """Most messages one `GET /conversations/{id}/messages` returns, and the largest `limit` it
+    accepts.
+    """
     # Rendered pages kept per instance (a 100-message page is about 16 kB). Filled with pages
     # of up to 1,000 messages, 4 MB of them grew the process by about 7 MB (allocator overhead).
     messages_cache_size: ByteSize = Field(default=4 * 1024 * 1024, ge=0)
+    """Memory for rendered message pages, per instance (sizes as for `JSON_BODY_LIMIT`); the least
+    recently read pages go first; `0` turns the cache off. A 100-message page is about 16 kB.
+    """
     idempotency_key_ttl: float = Field(default=24 * 3600, gt=0, le=366 * 24 * 3600)
+    """Seconds an `Idempotency-Key` is remembered (default 24 h); an older key is free for a new
+    message.
+    """
     idempotency_sweep_interval: float = Field(default=60.0, gt=0)
-
-    sse_max_streams: int = Field(
-        default=10_000,
-        ge=0,
-        le=1_000_000,
-        description="Event streams (GET /events) one instance serves at once; beyond it a new"
-        " stream gets 503 with Retry-After. Each stream is a file descriptor and about"
-        " 20 kB of memory.",
-    )
-    sse_heartbeat_interval: float = Field(
-        default=15.0,
-        gt=0,
-        le=3600,
-        description="Seconds of quiet after which a stream sends a `: ping` comment, so proxies"
-        " and clients notice a dead connection; the load balancer's read timeout must be"
-        " longer.",
-    )
-    sse_retry: float = Field(
-        default=2.0,
-        gt=0,
-        le=3600,
-        description="Seconds a client waits before reconnecting a lost stream (the `retry:`"
-        " line every stream opens with).",
-    )
-    sse_send_timeout: float = Field(
-        default=10.0,
-        gt=0,
-        le=600,
-        description="Seconds a stream waits for a client that stopped reading before it drops"
-        " the connection (the client resumes with Last-Event-ID).",
-    )
-    feed_poll_interval: float = Field(
-        default=2.0,
-        gt=0,
-        le=600,
-        description="Seconds between two reads of the feed positions of every user with a"
-        " stream here: an event whose wake-up was missed (notification lost, database"
-        " reconnected) is delivered at most this late.",
-    )
-    feed_retention: float = Field(
-        default=3600.0,
-        gt=0,
-        le=366 * 24 * 3600,
-        description="Seconds a user's events stay resumable. A stream resumed from an older"
-        " event opens with `event: reset` (the client reloads through the REST routes).",
-    )
-    feed_sweep_interval: float = Field(
-        default=60.0,
-        gt=0,
-        description="Seconds between two deletions of events older than FEED_RETENTION.",
-    )
+    """Seconds between sweeps deleting expired idempotency keys (up to 100,000 per sweep, 1,000 per
+    statement).
+    """
 
     consul_service_name: str | None = Field(default=None, min_length=1)
+    """Register `serve` with the Consul agent under this name (`messenger` for the load balancer).
+    Unset: no Consul call is ever made (as on Kubernetes).
+    """
     consul_host: str = "consul-client"
+    """The Consul agent's host."""
     consul_port: Port = 8500
+    """The Consul agent's HTTP API port."""
     service_address: str | None = Field(default=None, min_length=1)
+    """The address other hosts reach this instance on, registered in Consul. Unset: `HOST` if it
+    names one address, else the source address of the default route (127.0.0.1 only if there is no
+    other).
+    """
     consul_check_interval: GoDuration = "15s"
+    """How often the Consul agent calls `/health`."""
     consul_check_timeout: GoDuration = "5s"
+    """How long the Consul agent waits for `/health` to answer."""
     consul_deregister_after: GoDuration = "1m"
+    """The Consul agent drops an instance whose check stays critical this long (one that crashed
+    without deregistering).
+    """
     # Docker stops a container 10 s after SIGTERM: grace + drain + the relay's flush fit in that.
     shutdown_grace: float = Field(default=2.0, ge=0, le=60)
+    """Seconds to keep serving after deregistering from Consul on SIGTERM, while the load balancer
+    drops the instance (skipped without Consul). Grace + drain + `RELAY_FLUSH_TIMEOUT` must fit in
+    the orchestrator's stop timeout (Docker: 10 s).
+    """
     shutdown_drain_timeout: int = Field(default=4, ge=1, le=300)
+    """Whole seconds requests in flight get to finish once the listener is closed; then they are
+    cancelled.
+    """
 
     # wait-for-schema: how long a starting instance waits for the migrate job, and how often
     # it looks.
     schema_wait_timeout: float = Field(default=300.0, gt=0)
+    """`wait-for-schema` only: seconds to wait for the database to reach the image's head revision
+    before failing.
+    """
     schema_wait_interval: float = Field(default=2.0, gt=0)
+    """`wait-for-schema` only: seconds between two looks at the schema's revision."""
+
+    auth_mode: Literal["header", "jwt"] = "header"
+    """How the caller is known (case-insensitive): `header` trusts the `User-Id` header as sent,
+    safe only behind a gateway that authenticates clients and sets it; `jwt` needs
+    `Authorization: Bearer <JWT>` on every route but `/health`, `/health/ready`, `/metrics` and
+    `/openapi.json` (see [the API](api.md#authentication)).
+    """
+    auth_jwks_url: HttpUrl = None
+    """`jwt` mode, required: the JSON Web Key Set whose keys sign the tokens (the OpenID
+    provider's `jwks_uri`), http or https. Fetched when first needed and cached.
+    """
+    auth_issuer: OptionalText = None
+    """`jwt` mode, required: the `iss` every token must carry, exactly (the provider's `issuer`).
+    """
+    auth_audience: OptionalText = None
+    """`jwt` mode, required: a value the token's `aud` must contain, this service's identifier at
+    the provider (its resource indicator or API identifier).
+    """
+    # Written as the variable is (the document shows it so); validated into a tuple.
+    auth_algorithms: Algorithms = Field(default="RS256,ES256,EdDSA", validate_default=True)
+    """`jwt` mode: the signature algorithms accepted, comma-separated, from RS256/384/512,
+    PS256/384/512, ES256/384/512 and EdDSA; `none` and HMAC stop the process at start.
+    """
+    auth_leeway: int = Field(default=30, ge=0, le=600)
+    """`jwt` mode: seconds of clock skew allowed when checking `exp`, `nbf` and `iat`."""
+    auth_user_claim: str = Field(default="sub", min_length=1)
+    """`jwt` mode: the claim holding the caller's user id, a positive integer or its decimal
+    string.
+    """
+    auth_jwks_min_refresh: float = Field(default=60.0, gt=0, le=86_400)
+    """`jwt` mode: a token whose key id is not in the cached key set refetches the set at most
+    once in this many seconds, however many ask: a key rotated in at the provider is found
+    without a restart, and made-up key ids cost the provider one fetch per interval.
+    """
+    auth_jwks_timeout: float = Field(default=5.0, gt=0, le=60)
+    """`jwt` mode: seconds one fetch of the key set may take in all; a request waiting for a key
+    that is not cached then gets 503 with `Retry-After`.
+    """
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """The least severe log level written (case-insensitive); `info` includes one access-log line
+    per request, `warning` drops them.
+    """
     log_format: Literal["text", "json"] = "text"
+    """`text` for people, `json` for one JSON object per line (log collectors)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -212,9 +328,27 @@ class Settings(BaseSettings):
                 "MESSENGER_ENV/NODE_ENV: expected 'production', 'development' or 'test'"
             )
         for key, value in lowered.items():
-            if isinstance(value, str) and key in {"log_level", "log_format", "messenger_env"}:
+            if isinstance(value, str) and key in {
+                "log_level",
+                "log_format",
+                "messenger_env",
+                "auth_mode",
+            }:
                 lowered[key] = value.lower()
         return {**defaults, **lowered}
+
+    @model_validator(mode="after")
+    def _check_jwt_mode(self) -> "Settings":
+        if self.auth_mode == "jwt":
+            required = ("auth_jwks_url", "auth_issuer", "auth_audience")
+            missing = [name.upper() for name in required if getattr(self, name) is None]
+            if missing:
+                them = "them" if len(missing) > 1 else "it"
+                raise ValueError(
+                    f"{', '.join(missing)}: required when AUTH_MODE=jwt"
+                    f" (set {them} in the environment)"
+                )
+        return self
 
     @property
     def broker_host(self) -> str:

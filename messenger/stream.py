@@ -24,19 +24,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from messenger import db, feed
+from messenger import db, feed, identity, schemas
 from messenger.errors import (
     EVENT_ID_FOREIGN,
     EVENT_ID_INVALID,
     EVENT_ID_UNKNOWN,
+    SHARED_ERRORS,
     USER_NOT_FOUND,
     BadRequest,
+    Errors,
     MessengerError,
     NotFound,
     handle_messenger_error,
 )
-from messenger.handlers import _user_id
 from messenger.http_limits import CONNECTION_EXTENSION
+from messenger.operations import Answer, operation
 from messenger.services import Services
 from messenger.streams import Listener, Streams
 
@@ -69,9 +71,48 @@ def _last_event_id(request: Request, user_id: int) -> tuple[int, str] | None:
     return int(match[2]), raw
 
 
+@operation(
+    "streamEvents",
+    "events",
+    Answer(
+        200,
+        "The stream, until the client or the instance ends it.",
+        str,
+        media=("text/event-stream",),
+        headers=["Cache-Control", "X-Accel-Buffering"],
+    ),
+    parameters=[
+        schemas.USER_ID,
+        schemas.LAST_EVENT_ID,
+        schemas.LAST_EVENT_ID_QUERY,
+        schemas.REQUEST_ID,
+    ],
+    errors=[
+        Errors(
+            400,
+            "User-Id missing or malformed, or a Last-Event-ID that is malformed, another "
+            "user's, or ahead of the caller's stream.",
+            [],
+        ),
+        Errors(404, "No such user.", [USER_NOT_FOUND]),
+        SHARED_ERRORS["StreamUnavailable"],
+    ],
+    caller=True,
+)
 async def events(request: Request) -> Response:
-    """`GET /events`: the caller's event stream (contract section 8)."""
-    user_id = _user_id(request)
+    """The caller's live events, as server-sent events, resumable on any instance
+
+    The stream opens with `retry: <ms>` and `id: <id>` (no data). Each event has an `id:`, an
+    `event:` name and one `data:` line of compact JSON: `message`
+    (`{"conversation_id":"7","message":{...}}`, the message exactly as `GET
+    /conversations/7/messages` lists it), `conversation` (`{"conversation":{...}}`, exactly as
+    `GET /conversations` lists it to the caller), `horizon`
+    (`{"conversation_id":"7","user_id":"2","index":"5"}`), and `reset` (data `{}`: the events
+    after the resumed id are no longer kept; reload through the REST routes). A `: ping`
+    comment follows SSE_HEARTBEAT_INTERVAL seconds of quiet. Resuming with `Last-Event-ID`
+    delivers every event after that one, none missing, none repeated.
+    """
+    user_id = await identity.caller(request)
     resume = _last_event_id(request, user_id)
     services = Services.of(request)
     async with db.unavailable_as_503():

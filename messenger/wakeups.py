@@ -67,6 +67,7 @@ class WakeUps:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
+        self._attempt: asyncio.Future[asyncpg.Connection] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="wakeups")
@@ -78,6 +79,12 @@ class WakeUps:
                 await self._task
         if self._conn is not None:
             self._conn.terminate()
+        # A connection still being made when the task was cancelled is closed, not leaked.
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            with contextlib.suppress(*db.DATABASE_ERRORS, asyncio.CancelledError):
+                conn = await asyncio.wait_for(attempt, CONNECT_TIMEOUT)
+                conn.terminate()
 
     def publish(self, user_ids: Iterable[int]) -> None:
         """Wake these users' streams here now, and on the other instances shortly."""
@@ -96,7 +103,9 @@ class WakeUps:
 
     async def _connect(self) -> asyncpg.Connection:
         kwargs = db.connect_kwargs(self.settings, application_name="messenger-wakeups")
-        conn: asyncpg.Connection = await asyncpg.connect(**kwargs, timeout=CONNECT_TIMEOUT)
+        self._attempt = asyncio.ensure_future(asyncpg.connect(**kwargs, timeout=CONNECT_TIMEOUT))
+        conn: asyncpg.Connection = await asyncio.shield(self._attempt)
+        self._conn, self._attempt = conn, None  # from here on, closed by _run or stop
         await conn.add_listener(CHANNEL, self._received)
         return conn
 
@@ -104,11 +113,11 @@ class WakeUps:
         delay = BACKOFF_INITIAL
         while True:
             try:
-                self._conn = await self._connect()
+                conn = await self._connect()
                 self.connected = True
                 delay = BACKOFF_INITIAL
                 self.wake(None)  # whatever was notified while we were away
-                await self._send_forever(self._conn)
+                await self._send_forever(conn)
             except db.DATABASE_ERRORS as error:
                 if self.connected:
                     logger.warning("wake-ups: connection lost (%r); reconnecting", error)

@@ -55,6 +55,13 @@ class Service:
     process: subprocess.Popen[bytes]
     url: str
 
+    def output_lines(self) -> list[str]:
+        """What the service wrote to its stdout (started with stdout=PIPE) once it has stopped;
+        the pipe is closed after."""
+        assert self.process.stdout is not None
+        with self.process.stdout as stdout:
+            return stdout.read().decode().splitlines()
+
 
 def wait_for_health(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout

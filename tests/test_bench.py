@@ -13,9 +13,10 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 
-from bench import cli, figures, output, report
+from bench import auth, cli, figures, output, report
 from bench import pgbench as bench_sql
 from bench.pgbench import PgbenchResult
 from bench.wrk import WrkResult
@@ -285,3 +286,47 @@ def test_progress_says_what_runs_and_how_much_is_left(capsys: pytest.CaptureFixt
     assert "round 1/3: the service under wrk: 13 s" in first
     assert "at least 1:35 of load left" in first
     assert "at least 1:22 of load left" in second
+
+
+def test_the_auth_options_pick_the_mode_and_the_comparison() -> None:
+    assert cli.parse([]).auth == "header"
+    assert cli.parse(["--auth", "jwt"]).auth == "jwt"
+    compare = cli.parse(["--auth-compare"])
+    assert compare.auth_compare
+    assert compare.skip_large  # the comparison needs no 1M-message conversation
+    with pytest.raises(SystemExit):
+        cli.parse(["--auth", "none"])
+
+
+def test_the_auth_comparison_labels_each_mode_and_the_ratios() -> None:
+    header = [wrk_round(1000), wrk_round(1100), wrk_round(900)]
+    jwt = [wrk_round(950), wrk_round(1000), wrk_round(700)]
+
+    lines = report.auth_lines("send, one conversation", header, jwt)
+
+    assert lines[0] == "send, one conversation, AUTH_MODE=header / AUTH_MODE=jwt, by round"
+    assert "header 1,000 req/s, 950 us/req / jwt 950 req/s, 1,000 us/req = 0.95" in lines[1]
+    assert lines[-1].startswith("  jwt / header: throughput 0.95, CPU per request 1.05;")
+    assert report.auth_ratio(header, jwt, "rps") == pytest.approx(0.95)
+
+
+def test_jwt_tokens_are_served_by_a_key_set_the_service_accepts() -> None:
+    tokens = auth.Tokens()
+    tokens.start()
+    try:
+        env = tokens.env()
+        document = httpx.get(env["AUTH_JWKS_URL"], timeout=5).json()
+        settings = Settings(messenger_env="test", **{k.lower(): v for k, v in env.items()})
+    finally:
+        tokens.stop()
+    (key,) = document["keys"]
+    token = tokens.authorization(7).removeprefix("Bearer ")
+    assert tokens.authorization(7) == f"Bearer {token}"  # one token per user, reused
+    claims = jwt.decode(
+        token,
+        jwt.PyJWK(key).key,
+        algorithms=list(settings.auth_algorithms),
+        audience=settings.auth_audience,
+        issuer=settings.auth_issuer,
+    )
+    assert claims["sub"] == "7"

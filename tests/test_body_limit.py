@@ -1,4 +1,4 @@
-"""The request body limit: npm-style sizes, and 413 before any handler or database work."""
+"""The request body limit: 413 before any handler or database work."""
 
 import asyncio
 import contextlib
@@ -10,40 +10,16 @@ import asyncpg
 import httpx
 import pytest
 
-from messenger.body_limit import parse_size
+from messenger import errors
 from messenger.errors import BODY_TOO_LARGE, NEED_TWO_USERS
 from messenger.settings import Settings
+from messenger.sizes import parse_size
 from tests import factories, processes
 from tests.conftest import app_client
 from tests.factories import message_body
 
 KB = 1024
 LIMIT = 100 * KB  # JSON_BODY_LIMIT's default, `100kb`
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [
-        ("100kb", 102_400),
-        ("1.5mb", 1_572_864),
-        ("1KB", 1024),
-        ("1Kb", 1024),
-        ("512", 512),
-        ("512b", 512),
-        ("1gb", 1 << 30),
-        ("0.5kb", 512),
-        (" 2 mb ", 2 << 20),
-        (2048, 2048),
-    ],
-)
-def test_sizes_read_like_the_npm_bytes_package(text: str | int, size: int) -> None:
-    assert parse_size(text) == size
-
-
-@pytest.mark.parametrize("text", ["12xb", "-1", "abc", "", "kb", "1..5mb", -1, True, None])
-def test_sizes_that_are_not_sizes_are_refused(text: object) -> None:
-    with pytest.raises(ValueError, match="size"):
-        parse_size(text)
 
 
 @pytest.fixture
@@ -281,3 +257,79 @@ def test_the_tutorials_challenge_1_prints_the_tutorials_texts(
     need_two = (400, {"error": NEED_TWO_USERS})
     too_large = (413, {"error": BODY_TOO_LARGE})
     assert answers == ([need_two, too_large] if limit == "20b" else [need_two, need_two])
+
+
+# A body that does not arrive in time (issue 16): 408, the client's fault -------------------
+
+BODY_TIMEOUT = 1.0
+
+
+@pytest.fixture
+def impatient_service(database: Settings) -> Iterator[processes.Service]:
+    """The service with HTTP_BODY_TIMEOUT=1 and its log readable after the test's block."""
+    env = processes.service_env(
+        database, HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT), LOG_LEVEL="info", LOG_FORMAT="json"
+    )
+    with processes.serve(env, stdout=subprocess.PIPE) as service:
+        yield service
+
+
+def access_entries(service: processes.Service, path: str) -> list[dict[str, object]]:
+    entries = [json.loads(line) for line in service.output_lines() if line.startswith("{")]
+    return [entry for entry in entries if entry.get("path") == path]
+
+
+def requests_counted(service: processes.Service, status: int) -> float:
+    exposition = httpx.get(f"{service.url}/metrics").text
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith("messenger_http_requests_total{") and f'status="{status}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_a_stalled_body_gets_408_within_the_deadline(
+    impatient_service: processes.Service,
+) -> None:
+    port = int(impatient_service.url.rsplit(":", 1)[1])
+    conn = await Connection.open(port)
+    try:
+        headers = {"Content-Length": "100", "Content-Type": "application/json", "User-Id": "1"}
+        await conn.send_headers("/conversations/1/messages", headers)
+        await conn.send(b'{ "text": "hello" }')  # 19 of the 100 bytes, and then nothing
+        async with asyncio.timeout(BODY_TIMEOUT + 5):
+            status, headers_back, body = await conn.response()
+            closed = await conn.reader.read()
+    finally:
+        await conn.close()
+
+    assert status == 408
+    assert headers_back["content-type"] == "application/json"
+    assert headers_back["connection"] == "close"
+    assert json.loads(body) == {"error": errors.BODY_TIMEOUT}
+    assert closed == b""
+    assert requests_counted(impatient_service, 408) == 1
+    assert requests_counted(impatient_service, 500) == 0
+    impatient_service.process.terminate()
+    impatient_service.process.wait(timeout=15)
+    [entry] = access_entries(impatient_service, "/conversations/1/messages")
+    assert entry["status"] == 408
+
+
+async def test_a_client_that_gives_up_on_its_body_is_not_a_server_error(
+    impatient_service: processes.Service,
+) -> None:
+    port = int(impatient_service.url.rsplit(":", 1)[1])
+    conn = await Connection.open(port)
+    headers = {"Content-Length": "100", "Content-Type": "application/json", "User-Id": "1"}
+    await conn.send_headers("/conversations/2/messages", headers)
+    await conn.send(b'{ "text": "hello" }')
+    await conn.close()  # before the deadline
+    await asyncio.sleep(0.3)
+
+    assert requests_counted(impatient_service, 500) == 0
+    assert requests_counted(impatient_service, 499) == 1
+    impatient_service.process.terminate()
+    impatient_service.process.wait(timeout=15)
+    [entry] = access_entries(impatient_service, "/conversations/2/messages")
+    assert entry["status"] == 499

@@ -1,8 +1,8 @@
 """Static checks of what ships the service: both Dockerfiles (hadolint), every shell script
 (shellcheck), the load balancer's nginx configuration (`nginx -t`, with instances and with none),
 docker-compose.yml (Compose v2's own `config` and the Compose Specification schema), and the
-image's layout run for real: `python -m messenger` from a directory holding only messenger/ and
-migrations/, as in /app."""
+image's layout run for real: `python -m messenger` from a directory holding only messenger/
+(its migrations included), as in /app."""
 
 import asyncio
 import json
@@ -18,6 +18,7 @@ from typing import Any
 import compose
 import pytest
 
+from messenger.settings import Settings
 from tests.conftest import base_settings, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,12 +83,8 @@ def test_service_image_is_slim_multi_stage_non_root_under_an_init():
 
 def test_docker_build_context_holds_only_what_the_image_needs():
     lines = (ROOT / ".dockerignore").read_text().split()
-    assert lines[lines.index("*") :][:4] == [
-        "*",
-        "!requirements.lock",
-        "!messenger/",
-        "!migrations/",
-    ]
+    assert lines[lines.index("*") :][:3] == ["*", "!requirements.lock", "!messenger/"]
+    assert not [line for line in lines if line.startswith("!")][2:]
 
 
 def test_load_balancer_image_pins_and_verifies_consul_template():
@@ -145,13 +142,13 @@ def test_local_stack_renders_the_templates_own_empty_upstream():
 # --- docker-compose.yml ---------------------------------------------------------------------
 
 
-def compose_config() -> dict[str, Any]:
+def compose_config(env_file: Path = ENV_EXAMPLE) -> dict[str, Any]:
     """docker-compose.yml as Compose v2 resolves it with the development .env example."""
     binary = Path(compose.__file__).parent / "docker-compose"  # the wrapper drops exit codes
     result = run(
         binary,
         "--env-file",
-        ENV_EXAMPLE,
+        env_file,
         "-f",
         ROOT / "docker-compose.yml",
         "config",
@@ -247,6 +244,26 @@ def test_compose_serving_instances_scale_and_use_the_least_privilege_user():
     assert "CONSUL_SERVICE_NAME" not in migrator["environment"]
 
 
+def test_compose_serves_in_header_mode_unless_env_picks_jwt(tmp_path):
+    environment = compose_config()["services"]["messenger"]["environment"]
+    assert environment["AUTH_MODE"] == "header"
+    assert Settings(messenger_env="test", **{k.lower(): v for k, v in environment.items()})
+
+    jwt_env = {
+        "AUTH_MODE": "jwt",
+        "AUTH_ISSUER": "https://id.example.com/",
+        "AUTH_JWKS_URL": "https://id.example.com/.well-known/jwks.json",
+        "AUTH_AUDIENCE": "https://messenger.example.com",
+    }
+    env_file = tmp_path / "jwt.env"
+    lines = ENV_EXAMPLE.read_text() + "".join(f"{k}={v}\n" for k, v in jwt_env.items())
+    env_file.write_text(lines)
+    environment = compose_config(env_file)["services"]["messenger"]["environment"]
+    assert {name: environment[name] for name in jwt_env} == jwt_env
+    settings = Settings(messenger_env="test", **{k.lower(): v for k, v in environment.items()})
+    assert settings.auth_mode == "jwt"
+
+
 def test_compose_sets_the_open_file_limit_of_the_long_running_network_services():
     services = compose_config()["services"]
     for name in ("messenger", "load-balancer"):
@@ -281,9 +298,9 @@ def test_compose_file_holds_no_secret_and_refuses_to_start_without_them(tmp_path
 
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
-    """What the Dockerfile copies to /app: messenger/ and migrations/, nothing else."""
-    for name in ("messenger", "migrations"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    """What the Dockerfile copies to /app: messenger/ (its migrations included), nothing else."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "messenger", tmp_path / "messenger", ignore=ignore)
     return tmp_path
 
 

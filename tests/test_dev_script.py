@@ -2,8 +2,10 @@
 
 import asyncio
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -219,3 +221,120 @@ def test_dev_runs_an_embedded_postgresql_whose_data_survives_a_restart(
         assert ("seed: 3 users created" if run == 1 else "seed: 0 users created") in log
         assert "listening on every interface (HOST=0.0.0.0)" in log
         assert "events go to queue chat_queue_dev, not the notifier's chat_queue" in log
+
+
+def run_dev(script: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """scripts/dev (or a copy) to its end, its messages kept; for the runs that stop early."""
+    return subprocess.run(
+        [str(script)],
+        env=bare_env(**env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+
+
+def messages(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """What scripts/dev said, but for the install of the `local` extra a first run makes."""
+    lines = (done.stdout + done.stderr).splitlines()
+    return [line for line in lines if not line.startswith("==> installing messenger[local]")]
+
+
+def test_dev_on_a_port_in_use_stops_at_once_with_one_line_naming_port_and_variable(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # HOST is left at its default, 0.0.0.0, which a listener on 127.0.0.1 already blocks.
+        done = run_dev(DEV, PORT=str(port), DEV_PGDATA=str(tmp_path / "unused"))
+
+    assert done.returncode == 1, done.stderr
+    [line] = messages(done)
+    assert re.fullmatch(
+        rf"error: port {port} is already in use \(HOST=0\.0\.0\.0\): stop what listens there,"
+        r" or set PORT, e\.g\. PORT=\d+ scripts/dev",
+        line,
+    ), line
+    assert not (tmp_path / "unused").exists(), "nothing may start before the port is checked"
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """scripts/dev, scripts/lib.sh and pyproject.toml in a folder of their own: the .venv the
+    copy makes, breaks or removes is not the project's."""
+    copy = tmp_path / "project"
+    (copy / "scripts").mkdir(parents=True)
+    for name in ("scripts/dev", "scripts/lib.sh", "pyproject.toml"):
+        shutil.copy2(ROOT / name, copy / name)
+    return copy
+
+
+def fake_python(path: Path, version: str) -> Path:
+    """An interpreter that only reports `version`, and notes every call in `path`.calls."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\necho "$*" >>"$0.calls"\necho {version}\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_dev_with_a_too_old_python_says_which_is_needed_and_how_to_pick_it(
+    project_copy: Path, tmp_path: Path
+) -> None:
+    python = fake_python(tmp_path / "bin" / "python3", "3.9.18")
+
+    done = run_dev(project_copy / "scripts" / "dev", PYTHON=str(python), PORT=str(free_port()))
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith(
+        f"error: messenger needs Python 3.11 or newer, and {python} is Python 3.9.18:"
+        " pick another with PYTHON, e.g. PYTHON=python3."
+    ), line
+    assert line.endswith(("is on your PATH)", "once one is installed")), line
+    assert len(Path(f"{python}.calls").read_text().splitlines()) == 1, "asked its version only"
+    assert not (project_copy / ".venv").exists()
+
+
+def test_dev_with_a_venv_of_an_old_python_says_to_delete_it(project_copy: Path) -> None:
+    fake_python(project_copy / ".venv" / "bin" / "python", "3.9.18")
+
+    done = run_dev(project_copy / "scripts" / "dev", PORT=str(free_port()))
+
+    assert done.returncode == 1
+    venv = project_copy / ".venv"
+    assert done.stderr.splitlines() == [
+        f"error: {venv} was made with Python 3.9.18; messenger needs 3.11 or newer: delete it"
+        f" (rm -rf {venv}) and run again, with PYTHON naming a newer Python if need be"
+    ]
+
+
+def test_dev_whose_install_fails_leaves_no_venv_behind(project_copy: Path, tmp_path: Path) -> None:
+    venv = project_copy / ".venv"
+    venv.mkdir()
+    (venv / ".unfinished").touch()  # what an interrupted first run leaves
+    no_packages = tmp_path / "no-packages"
+    no_packages.mkdir()
+
+    # Offline and with no package to be found, pip fails at its first requirement.
+    done = run_dev(
+        project_copy / "scripts" / "dev",
+        PORT=str(free_port()),
+        PYTHON="python3",
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(no_packages),
+    )
+
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert lines[0] == f"==> removing {venv}: its creation did not finish"
+    assert lines[1].startswith(f"==> creating {venv} with python3 (Python 3.")
+    assert lines[-1] == (
+        f"error: installing messenger[local] failed (pip's messages above); the new {venv}"
+        " was removed, so the next run starts afresh"
+    )
+    assert not venv.exists()

@@ -53,9 +53,11 @@ def settings(database: Settings, queue: str) -> Settings:
     )
 
 
-async def take(queue: str, count: int, within: float = 15.0) -> list[DeliveredMessage]:
+async def take(
+    queue: str, count: int, within: float = 15.0, url: str = AMQP_URL
+) -> list[DeliveredMessage]:
     """Read `count` messages from `queue` with a plain AMQP client, declared like the notifier."""
-    connection = await aiormq.connect(AMQP_URL)
+    connection = await aiormq.connect(url)
     try:
         channel = await connection.channel()
         await channel.queue_declare(queue, durable=True)

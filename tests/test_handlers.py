@@ -6,7 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import hypothesis
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 from starlette.types import Receive, Scope, Send
 
 from messenger import db, errors
@@ -703,3 +706,159 @@ async def test_statement_needs_no_sequential_scan(pool: asyncpg.Pool, name: str)
         assert "Seq Scan on users_channels" not in plan, plan
         assert "Seq Scan on channels" not in plan, plan
         assert "Seq Scan on users " not in plan, plan
+
+
+# What an outside probe found (issue 16): HEAD, trailing slashes, conflicting identities -------
+
+# Every route, as a client may address it; {c} is a conversation of the caller's.
+ROUTE_PATHS = [
+    "/health",
+    "/health/ready",
+    "/metrics",
+    "/openapi.json",
+    "/conversations",
+    "/conversations/{c}/messages",
+    "/conversations/{c}/view_horizon",
+]
+ALLOWED = {
+    "/conversations/{c}/view_horizon": "POST",
+    "/conversations": "GET, HEAD, POST",
+    "/conversations/{c}/messages": "GET, HEAD, POST",
+}
+# Headers that differ between any two answers, whatever the method.
+VOLATILE = {"x-request-id", "date"}
+
+
+@pytest.mark.parametrize(
+    "path", [path for path in ROUTE_PATHS if path not in ALLOWED or "GET" in ALLOWED[path]]
+)
+async def test_head_answers_like_get_without_a_body(
+    client: httpx.AsyncClient, alice_and_bob: tuple[int, int], path: str
+) -> None:
+    alice, bob = alice_and_bob
+    conversation = await factories.conversation(client, alice, bob)
+    await factories.send(client, conversation, alice)
+    target = path.format(c=conversation)
+    headers = {"User-Id": str(alice)}
+
+    got = await client.get(target, headers=headers)
+    head = await client.head(target, headers=headers)
+
+    assert head.status_code == got.status_code == 200, head.text
+    # The figures in these bodies move between two requests, and their length with them.
+    volatile = VOLATILE | ({"content-length"} if path in {"/metrics", "/health/ready"} else set())
+    assert {k: v for k, v in head.headers.items() if k not in volatile} == {
+        k: v for k, v in got.headers.items() if k not in volatile
+    }
+
+
+async def test_head_of_an_unknown_conversation_is_its_404(client: httpx.AsyncClient) -> None:
+    got = await client.get("/conversations/424242/messages")
+    head = await client.head("/conversations/424242/messages")
+    assert head.status_code == got.status_code == 404
+    assert head.headers["content-length"] == got.headers["content-length"]
+
+
+STANDARD_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
+
+
+async def assert_no_server_error(
+    client: httpx.AsyncClient, method: str, path: str, conversation: str, slash: bool
+) -> None:
+    target = path.format(c=conversation) + ("/" if slash else "")
+    response = await client.request(method, target, headers={"User-Id": "1"})
+
+    assert response.status_code < 500, (method, target, response.text)
+    assert not 300 <= response.status_code < 400, (method, target, response.headers)
+    if response.status_code == 405:
+        if method != "HEAD":  # a head has no body
+            assert response.json() == {"error": errors.METHOD_NOT_ALLOWED}
+        allowed = set(response.headers["allow"].split(", "))
+        assert allowed == set(ALLOWED.get(path, "GET, HEAD").split(", "))
+        assert method not in allowed
+
+
+async def test_every_standard_method_on_every_route_gets_no_server_error(
+    client: httpx.AsyncClient, alice_and_bob: tuple[int, int]
+) -> None:
+    alice, bob = alice_and_bob
+    conversation = await factories.conversation(client, alice, bob)
+    for method in STANDARD_METHODS:
+        for path in ROUTE_PATHS:
+            for target in (conversation, "424242", "0", "x"):
+                for slash in (False, True):
+                    await assert_no_server_error(client, method, path, target, slash)
+
+
+@given(
+    method=st.from_regex(r"[A-Za-z][A-Za-z-]{0,11}", fullmatch=True),
+    path=st.sampled_from(ROUTE_PATHS),
+    slash=st.booleans(),
+    conversation=st.sampled_from(["1", "424242", "0", "x"]),
+)
+@hypothesis.settings(
+    max_examples=150,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+async def test_any_method_on_any_route_gets_no_server_error(
+    client: httpx.AsyncClient, method: str, path: str, slash: bool, conversation: str
+) -> None:
+    await assert_no_server_error(client, method, path, conversation, slash)
+
+
+@pytest.mark.parametrize("path", ROUTE_PATHS)
+async def test_a_trailing_slash_is_served_as_the_route_and_never_redirected(
+    client: httpx.AsyncClient, alice_and_bob: tuple[int, int], path: str
+) -> None:
+    """As express (non-strict routing) served it; a redirect would be built from `Host`."""
+    alice, bob = alice_and_bob
+    conversation = await factories.conversation(client, alice, bob)
+    target = path.format(c=conversation)
+    headers = {"User-Id": str(alice), "Host": "evil.example"}
+
+    slashed = await client.get(target + "/", headers=headers)
+    plain = await client.get(target, headers=headers)
+
+    assert "location" not in slashed.headers
+    assert slashed.status_code == plain.status_code
+    if path not in ("/metrics", "/health/ready"):  # figures that change from one call to the next
+        assert slashed.content == plain.content
+
+
+async def test_two_different_user_ids_are_refused(
+    client: httpx.AsyncClient, alice_and_bob: tuple[int, int], pool: asyncpg.Pool
+) -> None:
+    alice, bob = alice_and_bob
+    conversation = await factories.conversation(client, alice, bob)
+
+    sent = await client.post(
+        f"/conversations/{conversation}/messages",
+        headers=[("User-Id", str(alice)), ("User-Id", str(bob))],
+        json={"content": "whose?"},
+    )
+    listed = await client.get(
+        "/conversations", headers=[("User-Id", str(bob)), ("User-Id", str(alice))]
+    )
+
+    assert sent.status_code == listed.status_code == 400
+    assert sent.json() == listed.json() == {"error": errors.USER_ID_REPEATED}
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_the_same_user_id_twice_is_one_identity(
+    client: httpx.AsyncClient, alice_and_bob: tuple[int, int]
+) -> None:
+    alice, bob = alice_and_bob
+    conversation = await factories.conversation(client, alice, bob)
+
+    sent = await client.post(
+        f"/conversations/{conversation}/messages",
+        headers=[("User-Id", str(alice)), ("User-Id", str(alice))],
+        json={"content": "mine"},
+    )
+
+    assert sent.status_code == 201, sent.text
+    assert sent.json()["message"]["user_id"] == alice

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from messenger.http_limits import HOST_REQUIRED
 from messenger.settings import Settings
 from tests import processes
 
@@ -163,11 +164,19 @@ NAMED_CASES = {
         CHUNKED + b"5\r\n{}\r\n0\r\n\r\n",
         {400},
     ),
+    # Host (RFC 9112, section 3.2): required in HTTP/1.1, once
+    "HTTP/1.1 without Host": (b"GET /health HTTP/1.1\r\n\r\n", {400}),
+    "HTTP/1.1 with two Hosts": (b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", {400}),
+    "HTTP/1.1 with an empty Host": (b"GET /health HTTP/1.1\r\nHost:\r\n\r\n", {200}),
+    "HTTP/1.0 without Host": (b"GET /health HTTP/1.0\r\n\r\n", {200}),
     # sizes
     "head of exactly the limit": (head_of_size(HEADER_LIMIT), {200}),
     "head one byte over the limit": (head_of_size(HEADER_LIMIT + 1), {431}),
     "1 MB header": (head_of_size(1 << 20), {431, None}),
-    "1,000 small headers": (b"GET /health HTTP/1.1\r\n" + b"A: b\r\n" * 1000 + b"\r\n", {200}),
+    "1,000 small headers": (
+        b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 1000 + b"\r\n",
+        {200},
+    ),
     "10,000 small headers": (b"GET /health HTTP/1.1\r\n" + b"A: b\r\n" * 10_000 + b"\r\n", {431}),
 }
 
@@ -286,3 +295,38 @@ def test_generated_request_heads_never_get_a_server_error(
     status = exchange(port, eol.join(lines) + eol + eol)
     assert status is None or status < 500
     assert service.process.poll() is None, "the service died"
+
+
+def test_http_1_1_without_host_is_refused_with_a_json_400(port: int) -> None:
+    with connect(port) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nUser-Id: 1\r\n\r\n")
+        assert read_response(sock) == (400, b'{"error":"%s"}' % HOST_REQUIRED.encode())
+        assert sock.recv(1) == b""  # and closed
+
+
+def test_http_1_0_without_host_is_served(port: int) -> None:
+    with connect(port) as sock:
+        sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        assert read_response(sock) == (200, b"OK")
+
+
+@pytest.mark.parametrize("path", ["/conversations", "/conversations/424242/messages", "/health"])
+def test_head_answers_the_get_head_without_a_body(port: int, path: str) -> None:
+    def ask(method: bytes) -> bytes:
+        with connect(port) as sock:
+            request = b"%s %s HTTP/1.1\r\nHost: x\r\nUser-Id: 1\r\nConnection: close\r\n\r\n"
+            sock.sendall(request % (method, path.encode()))
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            return answer
+
+    def without_date(head: bytes) -> list[bytes]:
+        lines = head.split(b"\r\n")
+        return [line for line in lines if not line.lower().startswith((b"date:", b"x-request-id:"))]
+
+    got, head = ask(b"GET"), ask(b"HEAD")
+    got_head, body = got.split(b"\r\n\r\n", 1)
+    assert body
+    assert head.endswith(b"\r\n\r\n")  # the head, and nothing after it
+    assert without_date(head[:-4]) == without_date(got_head)

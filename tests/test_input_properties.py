@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.requests import Request
 
-from messenger import errors, handlers, json_body
+from messenger import errors, handlers, identity, ids, json_body
 from messenger.errors import BadRequest
 
 PROPERTIES = settings(
@@ -134,7 +134,7 @@ def test_the_body_reader_reads_every_json_document_as_json_loads_does(value: Any
 @PROPERTIES
 @given(json_values | st.text(), st.sampled_from([0, 1]))
 def test_an_integer_is_a_bigint_in_range_or_nothing(value: object, minimum: int) -> None:
-    result = handlers._integer(value, minimum=minimum)
+    result = ids.integer(value, minimum=minimum)
     if result is None:
         return
     assert minimum <= result <= MAX_ID
@@ -159,7 +159,7 @@ def request(headers: list[tuple[bytes, bytes]] = (), query: bytes = b"") -> Requ
 @PROPERTIES
 @given(st.binary(max_size=40) | st.integers(0, 2**70).map(lambda n: str(n).encode()))
 def test_a_user_id_header_is_a_user_id_or_the_node_text(raw: bytes) -> None:
-    user_id = outcome(lambda: handlers._user_id(request([(b"user-id", raw)])))
+    user_id = outcome(lambda: identity.header_caller(request([(b"user-id", raw)])))
     if isinstance(user_id, BadRequest):
         assert user_id.text == errors.USER_ID_REQUIRED
     else:

@@ -23,7 +23,7 @@ from messenger.errors import CONVERSATION_EXISTS
 from messenger.settings import Settings
 from tests import factories
 from tests.conftest import app_client, base_settings, drop_database
-from tests.processes import free_port, service_env
+from tests.processes import ROOT, free_port, service_env
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NODE_TABLES = ("users", "channels", "users_channels", "messages")
@@ -573,3 +573,73 @@ async def test_wait_for_schema_against_a_closed_port_says_it_cannot_reach_postgr
     assert result.returncode == 1
     assert f"cannot reach PostgreSQL at {fresh.pguser}@{fresh.pghost}:{port}" in result.stdout
     assert "Traceback" not in result.output
+
+
+# A plain install migrates (issue 16) ------------------------------------------------------
+
+
+async def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> Job:
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(420):
+        stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return Job(process.returncode, stdout.decode(), stderr.decode())
+
+
+@pytest.mark.timeout(600)
+async def test_the_wheel_installed_into_a_fresh_venv_migrates_a_fresh_database(
+    fresh: Settings, tmp_path: Path
+) -> None:
+    """The wheel carries its migrations: nothing of the source tree is on the path."""
+    # Built from a copy: setuptools leaves build/ behind in the tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT / "messenger", source / "messenger", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    built = await run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", "wheels", source, cwd=tmp_path
+    )
+    assert built.returncode == 0, built.output
+    [wheel] = (tmp_path / "wheels").glob("messenger-*.whl")
+    assert (await run(sys.executable, "-m", "venv", "venv", cwd=tmp_path)).returncode == 0
+    venv = tmp_path / "venv" / "bin"
+    installed = await run(
+        venv / "python", "-m", "pip", "install", "--disable-pip-version-check", wheel, cwd=tmp_path
+    )
+    assert installed.returncode == 0, installed.output
+
+    env = service_env(fresh, LOG_LEVEL="info")
+    migrated = await run(venv / "python", "-m", "messenger", "migrate", cwd=tmp_path, env=env)
+
+    assert migrated.returncode == 0, migrated.output
+    assert (
+        "site-packages/messenger"
+        in (
+            await run(
+                venv / "python", "-c", "import messenger; print(messenger.__file__)", cwd=tmp_path
+            )
+        ).stdout
+    )
+    assert await schema_versions(fresh) == [head(fresh)]
+
+
+async def test_migrate_without_its_migrations_fails_before_creating_the_database(
+    fresh: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "MIGRATIONS", tmp_path / "missing")
+
+    with pytest.raises(jobs.JobFailed, match="no migrations"):
+        jobs.run_migrate(fresh)
+
+    conn = await connect(fresh, "postgres")
+    try:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM pg_database WHERE datname = $1", fresh.pgdatabase
+        )
+    finally:
+        await conn.close()
+    assert found == 0

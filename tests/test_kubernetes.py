@@ -26,9 +26,9 @@ import yaml
 from pydantic import ValidationError
 
 from messenger.app import ROUTES
-from messenger.body_limit import parse_size
 from messenger.discovery import Registration
 from messenger.settings import Settings
+from messenger.sizes import parse_size
 from tests.processes import ROOT
 
 KUBERNETES = ROOT / "infrastructure" / "kubernetes"
@@ -567,3 +567,22 @@ def test_the_autoscaler_and_disruption_budget_select_the_serving_pods(
         assert autoscaler["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
         assert autoscaler["spec"]["minReplicas"] == deployment["spec"]["replicas"]
         assert budget["maxUnavailable"] < autoscaler["spec"]["minReplicas"]
+
+
+def test_production_knows_callers_by_verified_tokens_and_dev_by_the_header(
+    overlays: dict[str, Overlay],
+) -> None:
+    production = overlays["production"]
+    for workload, container in production.messenger_containers():
+        settings = production.settings(container)
+        where = f"production: {workload['metadata']['name']}/{container['name']}"
+        assert settings.auth_mode == "jwt", where
+        assert settings.auth_jwks_url is not None
+        assert settings.auth_jwks_url.startswith("https://"), where
+        assert settings.auth_issuer is not None
+        assert settings.auth_audience is not None
+    egress = production.find("NetworkPolicy", "messenger-egress")["spec"]["egress"]
+    assert {"ports": [{"protocol": "TCP", "port": 443}]} in egress
+    dev = overlays["dev"]
+    for _, container in dev.messenger_containers():
+        assert dev.settings(container).auth_mode == "header"

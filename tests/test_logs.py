@@ -1,5 +1,6 @@
 """The log: access lines the configured formatter would write, written off the event loop."""
 
+import asyncio
 import io
 import json
 import logging
@@ -7,14 +8,20 @@ import re
 import subprocess
 import threading
 import time
+from unittest import mock
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starlette.types import Message, Receive, Scope, Send
 
-from messenger import logs
+from messenger import access_log, logs
+from messenger.access_log import AccessLogMiddleware
 from messenger.logs import ACCESS_LOGGER, Access, LogWriter, log_access, make_formatter
 from messenger.settings import Settings
 from tests.conftest import app_client
+from tests.key_server import AUDIENCE, ISSUER, SigningKey, bearer, key_set_server
 from tests.processes import serve, service_env
 
 ACCESSES = [
@@ -168,7 +175,8 @@ def test_a_serving_process_writes_one_access_line_per_request(
             path = "/conversations/424242/messages"
             httpx.get(f"{service.url}{path}", headers={"X-Request-Id": f"r{n}"})
     assert service.process.stdout is not None
-    output = service.process.stdout.read().decode()
+    with service.process.stdout as stdout:
+        output = stdout.read().decode()
     lines = [line for line in output.splitlines() if "424242" in line]
 
     assert len(lines) == 3
@@ -193,3 +201,154 @@ def test_a_serving_process_writes_one_access_line_per_request(
     else:
         pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO messenger\.access: GET "
         assert re.fullmatch(pattern + r"/conversations/424242/messages 404 \d+\.\dms", lines[2])
+
+
+# No client byte forges a line (issue 16) --------------------------------------------------
+
+FORGED = "\r\n2026-01-01 00:00:00,000 ERROR messenger.access: forged"
+
+
+@given(st.text())
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+def test_printable_text_has_no_line_break_or_control_character(text: str) -> None:
+    shown = logs.printable(text)
+    assert shown.isprintable(), repr(shown)
+    assert logs.printable(shown) == shown
+    if text.isprintable():
+        assert shown == text
+
+
+def exception_with(text: str) -> BaseException:
+    try:
+        try:
+            raise KeyError(text)
+        except KeyError as inner:
+            raise ValueError(text) from inner
+    except ValueError as error:
+        return error
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@given(text=st.text(min_size=1) | st.just(FORGED))
+@settings(max_examples=100, derandomize=True, database=None, deadline=None)
+def test_a_record_carrying_client_text_is_one_entry_of_printable_lines(
+    log_format: str, text: str
+) -> None:
+    error = exception_with(text)
+    record = logging.getLogger("tests.forge").makeRecord(
+        "tests.forge", logging.ERROR, __file__, 1, "bad input %s", (text,), None
+    )
+    record.exc_info = (type(error), error, error.__traceback__)
+    written = make_formatter(log_format).format(record)
+
+    if log_format == "json":
+        entry = json.loads(written)
+        assert "\n" not in written
+        assert entry["message"].isprintable()
+        lines = entry["exc_info"].split("\n")
+    else:
+        lines = written.split("\n")
+        assert lines[0].startswith(time.strftime("%Y-"))
+    # The traceback keeps its lines; no line of it carries a client's control character, and
+    # none but the first starts like an entry of its own.
+    assert all(line.isprintable() for line in lines), lines
+    assert not any(re.match(r"\d{4}-\d\d-\d\d ", line) for line in lines[1:]), lines
+    assert "ValueError: " in lines[-1]
+    assert "KeyError: " in "\n".join(lines)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_path_with_line_breaks_writes_one_access_line(
+    database: Settings, log_format: str
+) -> None:
+    env = service_env(database, LOG_LEVEL="info", LOG_FORMAT=log_format)
+    forged = "/x%0d%0a2026-01-01%2000:00:00,000%20ERROR%20messenger.access:%20forged%1b[2J%e2%80%a8"
+    with serve(env, stdout=subprocess.PIPE) as service:
+        httpx.get(f"{service.url}{forged}")
+        httpx.get(f"{service.url}/health")
+    lines = service.output_lines()
+
+    assert not [line for line in lines if line.startswith("2026-01-01")]
+    forging = [line for line in lines if "forged" in line]
+    assert len(forging) == 1
+    assert forging[0].isprintable()
+    if log_format == "json":
+        entry = json.loads(forging[0])
+        assert entry["path"].isprintable()
+        assert entry["message"].isprintable()
+        assert entry["path"].startswith("/x\\r\\n2026-01-01 00:00:00,000 ERROR"), entry["path"]
+    else:
+        assert "GET /x\\r\\n2026-01-01 00:00:00,000 ERROR" in forging[0]
+
+
+@given(
+    method=st.text(min_size=1, max_size=12),
+    path=st.text(max_size=60).map(lambda text: "/" + text),
+    log_format=st.sampled_from(["text", "json"]),
+)
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+def test_any_method_and_path_make_one_printable_access_line(
+    method: str, path: str, log_format: str
+) -> None:
+    written: list[Access] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
+    with mock.patch.object(access_log, "log_access", written.append):
+        asyncio.run(AccessLogMiddleware(app)(scope, receive, send))
+    writer = LogWriter(io.StringIO(), log_format)
+    try:
+        line = writer.access_line(written[0])
+    finally:
+        writer.close()
+
+    assert line.isprintable(), line
+    if log_format == "json":
+        entry = json.loads(line)
+        assert entry["path"].isprintable()
+        assert entry["method"].isprintable()
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_token_or_authorization_header_reaches_the_log(
+    database: Settings, log_format: str
+) -> None:
+    key = SigningKey("ES256")
+    stranger = SigningKey("ES256")
+    with key_set_server(key) as key_server:
+        env = service_env(
+            database,
+            LOG_LEVEL="debug",
+            LOG_FORMAT=log_format,
+            AUTH_MODE="jwt",
+            AUTH_JWKS_URL=key_server.url,
+            AUTH_ISSUER=ISSUER,
+            AUTH_AUDIENCE=AUDIENCE,
+        )
+        tokens = [key.token(1), key.token(1, exp=1), stranger.token(1), "not-a-jwt-" + "x" * 40]
+        with serve(env, stdout=subprocess.PIPE) as service:
+            for token in tokens:
+                for path in ("/conversations", "/conversations/1/messages", "/nowhere"):
+                    httpx.get(f"{service.url}{path}", headers=bearer(token))
+            key_server.stop()  # a key-set outage is logged: still without the token
+            httpx.get(f"{service.url}/conversations", headers=bearer(SigningKey("RS256").token()))
+        assert service.process.stdout is not None
+        with service.process.stdout as stdout:
+            output = stdout.read().decode()
+    assert "GET /conversations " in output  # the access log was written
+    assert "token key set" in output  # and the key-set log
+    for token in tokens:
+        for part in token.split("."):
+            if len(part) > 8:
+                assert part not in output
+    assert "Bearer" not in output
+    assert "authorization" not in output.lower()

@@ -204,3 +204,72 @@ def test_the_migrator_jobs_do_not_need_the_broker_host() -> None:
     assert result.returncode == 1, result
     assert "cannot reach PostgreSQL" in result.stderr
     assert "AMQPHOST" not in result.stdout + result.stderr
+
+
+# AUTH_MODE=jwt ------------------------------------------------------------------------------
+
+JWT = {
+    "AUTH_MODE": "jwt",
+    "AUTH_JWKS_URL": "https://id.example/jwks",
+    "AUTH_ISSUER": "https://id.example",
+    "AUTH_AUDIENCE": "https://messenger.example",
+}
+
+
+def test_header_mode_is_the_default_and_needs_no_auth_settings() -> None:
+    settings = Settings(messenger_env="test")
+    assert settings.auth_mode == "header"
+    assert settings.auth_algorithms == ("RS256", "ES256", "EdDSA")
+    assert (settings.auth_leeway, settings.auth_user_claim) == (30, "sub")
+    assert settings.auth_jwks_min_refresh == 60
+
+
+def test_jwt_mode_reads_its_settings_from_the_environment(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {**JWT, "AUTH_MODE": "JWT", "AUTH_ALGORITHMS": "ES256, PS256"}.items():
+        environment.setenv(name, value)
+    settings = Settings(messenger_env="test")
+    assert settings.auth_mode == "jwt"
+    assert settings.auth_jwks_url == JWT["AUTH_JWKS_URL"]
+    assert settings.auth_algorithms == ("ES256", "PS256")
+
+
+@pytest.mark.parametrize("missing", ["AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"])
+def test_jwt_mode_without_its_key_set_issuer_or_audience_stops_naming_it(missing: str) -> None:
+    variables = {name: value for name, value in JWT.items() if name != missing}
+    result = run(**variables)
+    assert_refused(result, missing)
+    assert "required when AUTH_MODE=jwt" in result.stderr
+    empty = run(**{**variables, missing: ""})  # as compose passes an unset ${VAR:-}
+    assert_refused(empty, missing)
+
+
+def test_jwt_mode_without_any_of_them_names_all_three() -> None:
+    result = run(AUTH_MODE="jwt")
+    assert_refused(result, "AUTH_JWKS_URL, AUTH_ISSUER, AUTH_AUDIENCE")
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"AUTH_ALGORITHMS": "none"}, "AUTH_ALGORITHMS"),
+        ({"AUTH_ALGORITHMS": "RS256,HS256"}, "AUTH_ALGORITHMS"),
+        ({"AUTH_ALGORITHMS": " , "}, "AUTH_ALGORITHMS"),
+        ({"AUTH_JWKS_URL": "file:///etc/jwks.json"}, "AUTH_JWKS_URL"),
+        ({"AUTH_LEEWAY": "-1"}, "AUTH_LEEWAY"),
+        ({"AUTH_JWKS_MIN_REFRESH": "0"}, "AUTH_JWKS_MIN_REFRESH"),
+        ({"AUTH_MODE": "basic"}, "AUTH_MODE"),
+    ],
+    ids=lambda value: ",".join(value) if isinstance(value, dict) else value,
+)
+def test_a_bad_auth_setting_stops_the_process_naming_it(
+    variables: dict[str, str], named: str
+) -> None:
+    assert_refused(run(**{**JWT, **variables}), named)
+
+
+def test_every_auth_setting_is_described() -> None:
+    for name, field in Settings.model_fields.items():
+        if name.startswith("auth_"):
+            assert field.description, name

@@ -4,9 +4,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from messenger.db.columns import select_list
 from messenger.db.feed import WOKEN, write_feed
 from messenger.db.pool import Executor
 from messenger.db.timestamps import ISO_UTC
+from messenger.schemas import LISTED_CONVERSATION_KEYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +69,17 @@ async def find_conversation_between(conn: Executor, low_id: int, high_id: int) -
     return None if value is None else str(value)
 
 
-# One conversation as `GET /conversations` shows it to a member, over `c` (the channels row)
-# and `u` (the other participant's users row); the `conversation` event carries the same.
-CONVERSATION_COLUMNS = f"""
-c.id::text AS id, {ISO_UTC.format(column="c.inserted_at")} AS inserted_at, u.name
-"""
-CONVERSATION_KEYS = ("id", "inserted_at", "name")
+# A ListedConversation over `c` (a channels row) and `u` (the other participant's users row);
+# the `conversation` event carries the same.
+LISTED_CONVERSATION = select_list(
+    LISTED_CONVERSATION_KEYS,
+    {"id": "c.id::text", "inserted_at": ISO_UTC.format(column="c.inserted_at"), "name": "u.name"},
+)
 
 
 def _list_conversations(extra: str = "") -> str:
     return f"""
-SELECT {CONVERSATION_COLUMNS}{extra}
+SELECT {LISTED_CONVERSATION}{extra}
 FROM users_channels mine
 JOIN channels c ON c.id = mine.channel_id
 JOIN users_channels other ON other.channel_id = mine.channel_id AND other.user_id <> mine.user_id

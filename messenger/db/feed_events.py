@@ -2,7 +2,7 @@
 
 import asyncpg
 
-from messenger.db.conversations import CONVERSATION_COLUMNS
+from messenger.db.conversations import LISTED_CONVERSATION
 from messenger.db.messages import MESSAGE_COLUMNS
 from messenger.db.pool import Executor
 
@@ -28,7 +28,7 @@ LEFT JOIN LATERAL (
     WHERE f.kind = 'message' AND m.channel_id = f.channel_id AND m.index = f.message_index
 ) msg ON true
 LEFT JOIN LATERAL (
-    SELECT {CONVERSATION_COLUMNS}
+    SELECT {LISTED_CONVERSATION}
     FROM channels c
     JOIN users_channels other ON other.channel_id = c.id AND other.user_id <> me.id
     JOIN users u ON u.id = other.user_id

@@ -4,9 +4,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from messenger.db.columns import select_list
 from messenger.db.feed import WOKEN, write_feed
 from messenger.db.pool import Executor, Pool
 from messenger.db.timestamps import ISO_UTC
+from messenger.schemas import LISTED_MESSAGE_KEYS, SENT_MESSAGE_KEYS
 
 # The parts of a send shared by SEND_MESSAGE and SEND_MESSAGE_WITH_KEY: $1 conversation,
 # $2 sender, $3 content.
@@ -38,12 +40,19 @@ MEMBERS_WOKEN = """ARRAY(
     SELECT user_id FROM users_channels WHERE channel_id = message.channel_id ORDER BY user_id
 ) AS woken"""
 
-# Over `message` (a messages row) and `author` (its sender's users row).
-SENT_MESSAGE = f"""
-message.id::text AS id, message.content, message.index, message.user_id,
-author.name AS username, message.channel_id,
-{ISO_UTC.format(column="message.inserted_at")} AS inserted_at
-"""
+# A SentMessage over `message` (a messages row) and `author` (its sender's users row).
+SENT_MESSAGE = select_list(
+    SENT_MESSAGE_KEYS,
+    {
+        "id": "message.id::text",
+        "content": "message.content",
+        "index": "message.index",
+        "user_id": "message.user_id",
+        "username": "author.name",
+        "conversation_id": "message.channel_id",
+        "inserted_at": ISO_UTC.format(column="message.inserted_at"),
+    },
+)
 
 SEND_MESSAGE = f"""
 WITH {SENDER},
@@ -80,12 +89,19 @@ async def send_message(
     return await conn.fetchrow(SEND_MESSAGE, channel_id, user_id, content)
 
 
-MESSAGE_COLUMNS = f"""
-m.id::text AS id, m.content, m.user_id::text AS user_id, m.channel_id::text AS channel_id,
-m.index::text AS index, {ISO_UTC.format(column="m.inserted_at")} AS inserted_at,
-u.name AS username
-"""
-MESSAGE_KEYS = ("id", "content", "user_id", "channel_id", "index", "inserted_at", "username")
+# A ListedMessage over `m` (a messages row) and `u` (its sender's users row).
+MESSAGE_COLUMNS = select_list(
+    LISTED_MESSAGE_KEYS,
+    {
+        "id": "m.id::text",
+        "content": "m.content",
+        "user_id": "m.user_id::text",
+        "channel_id": "m.channel_id::text",
+        "index": "m.index::text",
+        "inserted_at": ISO_UTC.format(column="m.inserted_at"),
+        "username": "u.name",
+    },
+)
 
 # The conversation's counter and whether the reader may read it, once per statement. A reader
 # who names themselves ($4) must be a member; an anonymous read is allowed. MATERIALIZED keeps
@@ -109,8 +125,8 @@ def _page_statement(cursor: str, order: str) -> str:
     """A read of one page: `cursor` bounds the indexes, `order` picks the end it starts from."""
     return f"""
 {CONVERSATION_FOR_READER}
-SELECT page.id, page.content, page.user_id, page.channel_id, page.index, page.inserted_at,
-       page.username, conversation.last_index, conversation.reader_allowed
+SELECT {", ".join(f"page.{key}" for key in LISTED_MESSAGE_KEYS)},
+       conversation.last_index, conversation.reader_allowed
 FROM conversation LEFT JOIN LATERAL (
     SELECT {MESSAGE_COLUMNS}, m.index AS position
     FROM messages m JOIN users u ON u.id = m.user_id

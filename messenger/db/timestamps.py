@@ -1,4 +1,5 @@
-"""How statements format timestamps: by PostgreSQL, as the Node service wrote them."""
+"""How statements format timestamps: by PostgreSQL, in the wire format schemas declares."""
 
-# `inserted_at` columns hold UTC wall-clock time with whole seconds (timestamp(0)).
-ISO_UTC = """to_char({column}, 'YYYY-MM-DD"T"HH24:MI:SS".000Z"')"""
+from messenger.schemas import SQL_TIMESTAMP as ISO_UTC
+
+__all__ = ["ISO_UTC"]

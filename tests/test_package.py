@@ -1,11 +1,12 @@
-"""The import graph of `messenger`, read from the source with `ast`: no module imports itself.
+"""The shape of `messenger`: modules a few hundred lines long, and no import circle.
 
-Every import statement counts, wherever it stands: at the top, inside a function, or under
-`if TYPE_CHECKING:`. A type-only import is still a dependency a reader has to follow, and a
-string annotation (`"Services"`) can only name what such an import brought in, so counting the
-imports counts those too. Importing `messenger.db.pool` is an edge to that module only, not to
-the package `messenger.db` that Python initialises first: otherwise every package that
-re-exports its modules would be a circle with each of them.
+The import graph is read from the source with `ast`, and every import statement counts,
+wherever it stands: at the top, inside a function, or under `if TYPE_CHECKING:`. A type-only
+import is still a dependency a reader has to follow, and a string annotation (`"Services"`) can
+only name what such an import brought in, so counting the imports counts those too. Importing
+`messenger.db.pool` is an edge to that module only, not to the package `messenger.db` that
+Python initialises first: otherwise every package that re-exports its modules would be a circle
+with each of them.
 """
 
 import ast
@@ -109,6 +110,20 @@ def circle(graph: Mapping[str, set[str]], group: list[str]) -> list[str]:
                 paths[target] = [*paths[node], target]
                 frontier.append(target)
     return group
+
+
+MAX_LINES = 400
+MAX_OPENAPI_LINES = 250  # a generator over the declared shapes (issue 14), not a hand-kept copy
+
+
+def test_every_module_stays_under_400_lines() -> None:
+    lengths = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
+    too_long = {name: n for name, n in lengths.items() if n >= MAX_LINES}
+    assert too_long == {}, f"split by concept: {too_long}"
+
+
+def test_the_openapi_generator_is_at_most_250_lines() -> None:
+    assert len(modules()["messenger.openapi"].read_text().splitlines()) <= MAX_OPENAPI_LINES
 
 
 def test_no_module_of_messenger_imports_itself_through_others() -> None:

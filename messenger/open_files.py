@@ -14,6 +14,7 @@ import os
 import resource
 from collections.abc import AsyncIterator
 
+# The name operators filter these lines by; it predates this module's name.
 logger = logging.getLogger("messenger.limits")
 
 CHECK_INTERVAL = 10.0  # seconds between two counts of open descriptors

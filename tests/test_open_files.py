@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from messenger.limits import OpenFilesWatch, open_files
+from messenger.open_files import OpenFilesWatch, open_files
 from messenger.settings import Settings
 from tests.processes import serve, service_env
 
