@@ -199,6 +199,11 @@ def _stream_figures(dependencies: Dependencies) -> Iterable[Metric]:
         "messenger_streams_max", "SSE_MAX_STREAMS: the most streams served at once.", streams.limit
     )
     yield CounterMetricFamily(
+        "messenger_stream_feed_reads",
+        "Statements that read the feeds of woken streams (one for all streams woken at once).",
+        value=streams.reads,
+    )
+    yield CounterMetricFamily(
         "messenger_streams_dropped",
         "Streams closed because the client took no data for SSE_SEND_TIMEOUT.",
         value=streams.dropped,

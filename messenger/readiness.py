@@ -17,6 +17,7 @@ class StreamFigures(Protocol):
     count: int  # open now
     limit: int  # SSE_MAX_STREAMS
     dropped: int  # clients that stopped reading
+    reads: int  # statements that read feeds
 
 
 class Dependencies(Protocol):

@@ -1,8 +1,9 @@
 """Live delivery: `GET /events`, one server-sent event stream per user, resumable anywhere.
 
-A stream is a position in the caller's feed (see feed.py): it writes every event after it,
-then waits to be woken (wakeups.py), re-reading at least every FEED_POLL_INTERVAL, with a
-`: ping` comment after SSE_HEARTBEAT_INTERVAL of quiet. An event's id is
+A stream is a position in the caller's feed (see feed.py): the instance's reader (streams.py)
+hands it the events after that position whenever it is woken (wakeups.py), and at least every
+FEED_POLL_INTERVAL; it writes them, with a `: ping` comment after SSE_HEARTBEAT_INTERVAL of
+quiet. An event's id is
 `<user id>-<position>`; a client that reconnects with it as `Last-Event-ID` (or the
 `last_event_id` query parameter) continues right after it, on any instance.
 
