@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from messenger import handlers, probes
+from messenger import handlers, probes, stream
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -59,6 +59,7 @@ ROUTES = [
     Route("/health", probes.health, methods=["GET"], name="health"),
     Route("/health/ready", probes.ready, methods=["GET"], name="ready"),
     Route("/metrics", probes.metrics, methods=["GET"], name="metrics"),
+    Route("/events", stream.events, methods=["GET"], name="events"),
     Route(
         "/conversations",
         by_method(get=handlers.list_conversations, post=handlers.create_conversation),

@@ -13,9 +13,10 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from messenger.auth_types import Algorithms, HttpUrl, OptionalText
+from messenger.live_settings import LiveSettings
 from messenger.sizes import parse_size
 
 Profile = Literal["production", "development", "test"]
@@ -70,8 +71,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class Settings(BaseSettings):
-    """Everything the service and its jobs read from the environment.
+class Settings(LiveSettings):
+    """Everything the service and its jobs read from the environment (with live delivery's
+    settings, declared in live_settings.py).
 
     Field names are the environment variable names, lower-cased (`PGHOST` -> `pghost`).
     """
