@@ -309,9 +309,7 @@ class Settings(LiveSettings):
     """
 
     web_app: bool = False
-    """Serve the chat page at `/app/` (docs/chat-page.md): static files from the package, every
-    request to this service's own routes. On in `test` too, for the page's browser test.
-    """
+    """Serve the chat page at `/app/` (docs/chat-page.md); on in `test` for its browser test."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """The least severe log level written (case-insensitive); `info` includes one access-log line
