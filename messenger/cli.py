@@ -27,13 +27,15 @@ def serve(settings: Settings) -> int:
     from messenger.http_limits import bounded_protocol
     from messenger.open_files import raise_open_files_limit
     from messenger.server import Server
+    from messenger.streams import Streams
 
     raise_open_files_limit()
     # One registration shared by the app (which registers) and the server (which deregisters
     # first on a signal, before uvicorn stops accepting connections).
     registration = Registration.for_settings(settings)
+    streams = Streams(settings)  # ended by the server when it starts draining
     config = uvicorn.Config(
-        lambda: create_app(settings, registration=registration),
+        lambda: create_app(settings, registration=registration, streams=streams),
         factory=True,
         http=bounded_protocol(
             max_head=settings.http_header_limit, head_timeout=settings.http_header_timeout
@@ -56,7 +58,9 @@ def serve(settings: Settings) -> int:
     # Collect the young generation every 10,000 allocations, not every 700: at 256 connections
     # the objects of requests in flight are walked again at each collection.
     gc.set_threshold(10_000, 20, 100)
-    Server(config, registration=registration, grace=settings.shutdown_grace).run()
+    Server(
+        config, registration=registration, grace=settings.shutdown_grace, on_drain=streams.end_all
+    ).run()
     return 0
 
 

@@ -5,12 +5,13 @@
     ├── Unauthorized (401)       AUTH_MODE=jwt: no bearer token, or one that does not verify;
     │                            sent with WWW-Authenticate (RFC 6750)
     ├── Forbidden (403)          AUTH_MODE=jwt: a verified caller asking for what is not theirs
-    ├── NotFound (404)           an unknown conversation
+    ├── NotFound (404)           an unknown conversation, or an unknown user opening a stream
     ├── UnsupportedMediaType (415)  a body in a coding or charset the service cannot read
     ├── Unprocessable (422)      a well-formed request that contradicts an earlier one
     └── Unavailable (503)        PostgreSQL cannot be reached, or a bounded wait for it ran out
-                                 (pool, lock, statement timeout), or the token signing keys
-                                 cannot be fetched; sent with Retry-After
+                                 (pool, lock, statement timeout), the token signing keys
+                                 cannot be fetched, or the instance serves SSE_MAX_STREAMS
+                                 streams; sent with Retry-After
 
 Anything else that escapes a handler is a bug: it is logged with the request id and the
 client gets a 500 JSON body naming only that id.
@@ -55,6 +56,7 @@ CONTENT_HAS_NUL = (
 )
 INDEX_NOT_INTEGER = "index must be a non-negative integer"
 QUERY_NOT_INTEGER = "{name} must be a positive integer"
+QUERY_NOT_BOOLEAN = "{name} must be true or false"
 CURSORS_EXCLUSIVE = "after_index and before_index cannot be used together"
 NOT_FOUND = "Not found"
 METHOD_NOT_ALLOWED = "Method not allowed"
@@ -85,6 +87,15 @@ TOKEN_USER_INVALID = "Bearer token's {claim} claim must be a positive integer us
 USER_ID_NOT_TOKEN_USER = "User-Id header must name the same user as the bearer token"
 CALLER_NOT_PARTICIPANT = "The caller must be one of the participants of a new conversation"
 KEYS_UNAVAILABLE = "The token signing keys cannot be fetched right now, try again shortly"
+USER_NOT_FOUND = "User with id {id} does not exist"
+EVENT_ID_INVALID = (
+    "Last-Event-ID must be the id of an event of this stream (<user id>-<position>), got {value!r}"
+)
+EVENT_ID_FOREIGN = "Last-Event-ID {value!r} belongs to another user's stream"
+EVENT_ID_UNKNOWN = "Last-Event-ID {value!r} names a position this user's stream has not reached"
+STREAMS_FULL = (
+    "This instance serves as many event streams as SSE_MAX_STREAMS allows, try again shortly"
+)
 DATABASE_UNAVAILABLE = "The database is unavailable, try again shortly"
 DATABASE_BUSY = "The database is busy, try again shortly"
 INTERNAL_ERROR = "Internal server error (request id {request_id})"
@@ -126,6 +137,13 @@ SHARED_ERRORS = {
         "a lock, a statement) ran out; with AUTH_MODE=jwt also: the token signing keys cannot "
         "be fetched and the token needs a key not cached.",
         [DATABASE_UNAVAILABLE, DATABASE_BUSY, KEYS_UNAVAILABLE],
+    ),
+    "StreamUnavailable": Errors(
+        503,
+        "GET /events: this instance serves SSE_MAX_STREAMS streams (through the load balancer, "
+        "the retry reaches another one), or PostgreSQL is unavailable or busy, or (AUTH_MODE=jwt) "
+        "the token signing keys cannot be fetched.",
+        [STREAMS_FULL, DATABASE_UNAVAILABLE, DATABASE_BUSY, KEYS_UNAVAILABLE],
     ),
     "Unauthorized": Errors(
         401,

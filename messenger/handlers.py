@@ -24,6 +24,7 @@ from messenger.errors import (
     NOT_IN_CONVERSATION,
     PARTICIPANT_NOT_ID,
     PARTICIPANTS_NOT_LIST,
+    QUERY_NOT_BOOLEAN,
     QUERY_NOT_INTEGER,
     UNKNOWN_PARTICIPANTS,
     BadRequest,
@@ -57,6 +58,15 @@ def _query_integer(request: Request, name: str, *, minimum: int) -> int | None:
     if value is None:
         raise BadRequest(QUERY_NOT_INTEGER.format(name=name))
     return value
+
+
+def _query_flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "false":
+        return False
+    if raw == "true":
+        return True
+    raise BadRequest(QUERY_NOT_BOOLEAN.format(name=name))
 
 
 async def _json_body(request: Request) -> object:
@@ -169,6 +179,7 @@ async def create_conversation(request: Request) -> Response:
                 raise BadRequest(UNKNOWN_PARTICIPANTS)
             existing = await db.find_conversation_between(services.pool, low_id, high_id)
             raise BadRequest(CONVERSATION_EXISTS.format(id=existing))
+    services.feeds_written(created.woken)
     conversation = {key: getattr(created, key) for key in schemas.CREATED_CONVERSATION_KEYS}
     return JSONResponse({"conversation": conversation}, status_code=201)
 
@@ -177,19 +188,29 @@ async def create_conversation(request: Request) -> Response:
     "listConversations",
     "conversations",
     Answer(200, "The user's conversations, oldest first.", schemas.ConversationList),
-    parameters=[schemas.USER_ID, schemas.REQUEST_ID],
-    errors=[Errors(400, "User-Id missing or not a positive integer.", [])],
+    parameters=[schemas.USER_ID, schemas.UNREAD, schemas.REQUEST_ID],
+    errors=[
+        Errors(
+            400,
+            "User-Id missing or not a positive integer, or `unread` neither true nor false.",
+            [QUERY_NOT_BOOLEAN],
+        )
+    ],
     caller=True,
 )
 async def list_conversations(request: Request) -> Response:
     """The conversations of a user, each named after the other participant
 
-    Key order of each item: `id`, `inserted_at`, `name`; `id` is a string.
+    Key order of each item: `id`, `inserted_at`, `name`; `id` is a string. With
+    `unread=true` each item also has `last_index` (the highest message index) and `unread`
+    (messages above the caller's view horizon), after `name`; without it the answer is
+    exactly the Node service's.
     """
     user_id = await identity.caller(request)
+    unread = _query_flag(request, "unread")
     services = Services.of(request)
     async with db.unavailable_as_503():
-        rows = await db.list_conversations(services.pool, user_id)
+        rows = await db.list_conversations(services.pool, user_id, unread=unread)
     return JSONResponse({"conversations": [dict(row) for row in rows]})
 
 
@@ -238,7 +259,8 @@ async def send_message(request: Request) -> Response:
     """Send a message into a conversation the user belongs to
 
     Key order of the answer's `message`: `id` (string), `content`, `index`, `user_id`,
-    `username`, `conversation_id` (numbers), `inserted_at`. Publishes one `new_message` event.
+    `username`, `conversation_id` (numbers), `inserted_at`. Publishes one `new_message` event
+    and gives both members a `message` event on their streams (GET /events).
     """
     user_id = await identity.caller(request)
     conversation_id = _path_id(request, "conversation_id")
@@ -255,6 +277,7 @@ async def send_message(request: Request) -> Response:
             raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
     if key is None or not row["replayed"]:
         services.outbox_written()
+        services.feeds_written(row["woken"])
     message = {key: row[key] for key in SENT_MESSAGE_KEYS}
     return JSONResponse({"message": message}, status_code=201)
 
@@ -363,7 +386,9 @@ async def set_view_horizon(request: Request) -> Response:
         raise BadRequest(INDEX_NOT_INTEGER)
     services = Services.of(request)
     async with db.unavailable_as_503():
-        if not await db.set_view_horizon(services.pool, conversation_id, user_id, index):
+        woken = await db.set_view_horizon(services.pool, conversation_id, user_id, index)
+        if woken is None:
             await _membership_error(services, conversation_id, user_id)
             raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
+    services.feeds_written(woken)
     return Response(status_code=204)

@@ -17,6 +17,7 @@ every other error of the service.
 """
 
 import asyncio
+from collections.abc import Callable
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -25,6 +26,10 @@ HEAD_TOO_LARGE = "request header fields too large"
 HOST_REQUIRED = "an HTTP/1.1 request must have exactly one Host header"
 HEAD_TIMEOUT = "request headers not received in time"
 INVALID_REQUEST = "invalid HTTP request"
+# scope["extensions"][CONNECTION_EXTENSION]: "abort"() drops the connection, "is_closing"()
+# says whether it is going or gone, "on_lost"(callback) calls back when it is gone.
+CONNECTION_EXTENSION = "messenger.connection"
+_NO_CALLBACKS: list[Callable[[], None]] = []  # shared and never appended to
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -39,6 +44,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _heads_done = 0
     _head_open = False  # a head has begun and not ended
     _head_timer: asyncio.TimerHandle | None = None
+    _lost_callbacks: list[Callable[[], None]] = _NO_CALLBACKS
     _bad_request = INVALID_REQUEST  # the text of a 400
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -50,6 +56,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+        callbacks, self._lost_callbacks = self._lost_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def _on_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the connection is lost (the client left, or it was aborted)."""
+        if self._lost_callbacks is _NO_CALLBACKS:
+            self._lost_callbacks = []
+        self._lost_callbacks.append(callback)
 
     def data_received(self, data: bytes) -> None:
         if not self._in_head:  # a body: bounded by the body limit middleware
@@ -93,6 +108,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 # send_400_response, which sends this text.
                 self._bad_request = HOST_REQUIRED
                 raise ValueError(HOST_REQUIRED)
+        # A response that waits for a client which stopped reading (an event stream) can only
+        # stop waiting by closing the connection, and a long response should notice a client
+        # that left without keeping a task in receive(): give the application the means.
+        extensions = self.scope.setdefault("extensions", {})
+        transport = self.transport
+        extensions[CONNECTION_EXTENSION] = {
+            "abort": transport.abort,
+            "is_closing": transport.is_closing,
+            "on_lost": self._on_lost,
+        }
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

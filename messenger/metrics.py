@@ -16,6 +16,9 @@ UNMATCHED = "unmatched"  # the route label of paths no route knows, so junk URLs
 
 # Request latencies of a chat API: milliseconds when healthy, seconds when PostgreSQL struggles.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# From an event's transaction to its write on a stream: milliseconds when woken, up to
+# FEED_POLL_INTERVAL when a wake-up was missed.
+DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
@@ -53,6 +56,18 @@ class Metrics:
             "Time from the request's arrival to the end of its response.",
             labels,
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stream_events = Counter(
+            "messenger_stream_events",
+            "Events written to live streams (GET /events), by event name.",
+            ["event"],
+            registry=self.registry,
+        )
+        self.stream_delay = Histogram(
+            "messenger_stream_delivery_delay_seconds",
+            "Time from the transaction that made an event to its write on a stream.",
+            buckets=DELIVERY_BUCKETS,
             registry=self.registry,
         )
         self._figures = _ScrapeTimeFigures()
@@ -107,6 +122,7 @@ class _ScrapeTimeFigures:
         yield from _pool_figures(dependencies)
         yield from _relay_figures(dependencies)
         yield from _registration_figures(dependencies)
+        yield from _stream_figures(dependencies)
 
 
 def _pool_figures(dependencies: Dependencies) -> Iterable[Metric]:
@@ -172,6 +188,33 @@ def _registration_figures(dependencies: Dependencies) -> Iterable[Metric]:
     for state in State:
         states.add_metric([state.value], int(registration.state is state))
     yield states
+
+
+def _stream_figures(dependencies: Dependencies) -> Iterable[Metric]:
+    streams = dependencies.streams
+    if streams is None:
+        return
+    yield _gauge("messenger_streams_open", "Live event streams open now.", streams.count)
+    yield _gauge(
+        "messenger_streams_max", "SSE_MAX_STREAMS: the most streams served at once.", streams.limit
+    )
+    yield CounterMetricFamily(
+        "messenger_stream_feed_reads",
+        "Statements that read the feeds of woken streams (one for all streams woken at once).",
+        value=streams.reads,
+    )
+    yield CounterMetricFamily(
+        "messenger_streams_dropped",
+        "Streams closed because the client took no data for SSE_SEND_TIMEOUT.",
+        value=streams.dropped,
+    )
+    wakeups = dependencies.wakeups
+    if wakeups is not None:
+        yield _gauge(
+            "messenger_wakeups_connected",
+            "1 while the LISTEN connection that wakes streams for other instances' events is up.",
+            wakeups.connected,
+        )
 
 
 def _gauge(name: str, documentation: str, value: float, **labels: str) -> GaugeMetricFamily:

@@ -142,10 +142,16 @@ def _operation(
         content = {"schema": _shape(op.body, comp), "example": op.example}
         found["requestBody"] = {"required": True, "content": {"application/json": content}}
     responses = {str(a.status): _answer(a, comp) for a in op.answers}
-    responses |= {str(e.status): _error(e, comp) for e in _bad_request(op, path)}
+    own = _bad_request(op, path)
+    # An operation may declare a shared answer of its own (the stream's 503): by reference.
+    shared_names = {id(errors): name for name, errors in SHARED_ERRORS.items()}
+    for e in own:
+        name = shared_names.get(id(e))
+        responses[str(e.status)] = _error(e, comp) if name is None else _ref("responses", name)
     shared = ["ConversationNotFound"] if schemas.CONVERSATION_ID in path else []
     shared += ["BodyTooLarge", "UnsupportedBody"] if op.body is not None else []
-    shared += ["BodyTimeout", "InternalError", "DatabaseUnavailable"] if op.database else []
+    shared += ["BodyTimeout", "InternalError"] if op.database else []
+    shared += ["DatabaseUnavailable"] if op.database and all(e.status != 503 for e in own) else []
     shared += ["Unauthorized", "Forbidden"] if op.caller else []
     responses |= {str(SHARED_ERRORS[name].status): _ref("responses", name) for name in shared}
     return found | {"responses": responses}
@@ -195,13 +201,19 @@ def render() -> bytes:
     components: Schema = {"schemas": {}, "parameters": {}, "headers": HEADERS}
     responses = {name: _error(e, components) for name, e in SHARED_ERRORS.items()}
     responses["DatabaseUnavailable"]["headers"] = _headers(["Retry-After"])
+    responses["StreamUnavailable"]["headers"] = _headers(["Retry-After"])
     responses["Unauthorized"]["headers"] = _headers(["WWW-Authenticate"])
     components["responses"] = responses
     return orjson.dumps(
         {
             "openapi": "3.1.0",
             "info": {"title": "messenger", "version": __version__, "description": DESCRIPTION},
-            "tags": [{"name": "conversations"}, {"name": "messages"}, _OPERATIONS_TAG],
+            "tags": [
+                {"name": "conversations"},
+                {"name": "messages"},
+                {"name": "events", "description": "Live delivery: server-sent events."},
+                _OPERATIONS_TAG,
+            ],
             "paths": _paths([*routes.ROUTES, ROUTE], components),
             "components": components,
         }

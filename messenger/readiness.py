@@ -6,8 +6,18 @@ from typing import Any, Protocol
 from messenger import __version__, db
 from messenger.discovery import Registration, State
 from messenger.relay import OutboxRelay
+from messenger.wakeups import WakeUps
 
 PROBE_TIMEOUT = 2.0  # seconds a readiness check or scrape waits for PostgreSQL, connecting included
+
+
+class StreamFigures(Protocol):
+    """What metrics read of the instance's event streams (`streams.Streams`)."""
+
+    count: int  # open now
+    limit: int  # SSE_MAX_STREAMS
+    dropped: int  # clients that stopped reading
+    reads: int  # statements that read feeds
 
 
 class Dependencies(Protocol):
@@ -17,6 +27,12 @@ class Dependencies(Protocol):
     checks: db.CheckConnection  # a connection outside the pool
     relay: OutboxRelay | None
     discovery: Registration | None
+
+    @property
+    def streams(self) -> StreamFigures | None: ...
+
+    @property
+    def wakeups(self) -> WakeUps | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from messenger import handlers, probes
+from messenger import handlers, probes, stream
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -36,12 +36,18 @@ class TrailingSlash:
     (which read it first) shows it as sent, and the router's choice is the metrics' route.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, keep: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.keep = keep  # path prefixes whose slash means a folder (the chat page's `/app/`)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+        if (
+            scope["type"] == "http"
+            and len(path) > 1
+            and path.endswith("/")
+            and not path.startswith(self.keep)
+        ):
             scope["path"] = path[:-1]
             raw_path = scope.get("raw_path")
             if isinstance(raw_path, bytes) and raw_path.endswith(b"/"):
@@ -53,6 +59,7 @@ ROUTES = [
     Route("/health", probes.health, methods=["GET"], name="health"),
     Route("/health/ready", probes.ready, methods=["GET"], name="ready"),
     Route("/metrics", probes.metrics, methods=["GET"], name="metrics"),
+    Route("/events", stream.events, methods=["GET"], name="events"),
     Route(
         "/conversations",
         by_method(get=handlers.list_conversations, post=handlers.create_conversation),

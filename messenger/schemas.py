@@ -102,6 +102,16 @@ class ListedConversation(TypedDict):
     name: str
 
 
+# `GET /conversations?unread=true`: also the highest index and the messages above the horizon.
+@with_config(_CLOSED)
+class UnreadConversation(TypedDict):
+    id: IdText
+    inserted_at: Timestamp
+    name: str
+    last_index: Annotated[int, Field(ge=0, le=MAX_ID)]
+    unread: Annotated[int, Field(ge=0, le=MAX_ID)]
+
+
 # The message as `POST .../messages` answers it: `index` and the ids but `id` are numbers.
 @with_config(_CLOSED)
 class SentMessage(TypedDict):
@@ -140,7 +150,7 @@ class ConversationAnswer(TypedDict):
 
 @with_config(_CLOSED)
 class ConversationList(TypedDict):
-    conversations: list[ListedConversation]
+    conversations: list[ListedConversation] | list[UnreadConversation]
 
 
 @with_config(_CLOSED)
@@ -260,6 +270,32 @@ BEFORE_INDEX = Parameter(
     errors=(errors.QUERY_NOT_INTEGER,),
 )
 
+UNREAD = Parameter(
+    "unread",
+    "query",
+    Literal["true", "false"],
+    "`true`: each conversation also has `last_index` (its highest message index) and `unread` "
+    "(messages above the caller's view horizon), after `name`.",
+    errors=(errors.QUERY_NOT_BOOLEAN,),
+)
+_EVENT_ID = Annotated[str, Field(max_length=200)]
+LAST_EVENT_ID = Parameter(
+    "Last-Event-ID",
+    "header",
+    _EVENT_ID,
+    "The id of the last event the client got (browsers send it when they reconnect): the "
+    "stream goes on right after it, on any instance. Wins over `last_event_id`.",
+    example="1-42",
+    errors=(errors.EVENT_ID_INVALID, errors.EVENT_ID_FOREIGN, errors.EVENT_ID_UNKNOWN),
+)
+LAST_EVENT_ID_QUERY = Parameter(
+    "last_event_id",
+    "query",
+    _EVENT_ID,
+    "As `Last-Event-ID`, for clients that cannot set headers.",
+    errors=(errors.EVENT_ID_INVALID, errors.EVENT_ID_FOREIGN, errors.EVENT_ID_UNKNOWN),
+)
+
 # Response headers.
 HEADERS: dict[str, dict[str, Any]] = {
     "X-Request-Id": {
@@ -273,6 +309,12 @@ HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "pattern": '^<[^>]+>; rel="(next|prev)"$'},
     },
     "Retry-After": {"description": "Seconds.", "schema": {"type": "string"}},
+    "Cache-Control": {"required": True, "schema": {"type": "string", "const": "no-cache"}},
+    "X-Accel-Buffering": {
+        "description": "Tells nginx not to buffer the stream.",
+        "required": True,
+        "schema": {"type": "string", "const": "no"},
+    },
     "WWW-Authenticate": {
         "description": 'RFC 6750: `Bearer realm="messenger"`, plus `error="invalid_token"` when '
         "a token was sent.",

@@ -4,7 +4,8 @@ On SIGTERM or SIGINT:
 
 1. deregister from Consul, so consul-template drops the instance from nginx's upstreams;
 2. keep serving for SHUTDOWN_GRACE seconds while the load balancer reloads;
-3. stop accepting connections and let in-flight requests finish, for at most
+3. stop accepting connections, end the event streams (their clients reconnect to another
+   instance and resume) and let in-flight requests finish, for at most
    SHUTDOWN_DRAIN_TIMEOUT seconds (uvicorn's graceful shutdown);
 4. run the lifespan teardown: flush the relay, close RabbitMQ and the PostgreSQL pool.
 
@@ -17,8 +18,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 import uvicorn
@@ -32,11 +34,17 @@ HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class Server(uvicorn.Server):
     def __init__(
-        self, config: uvicorn.Config, *, registration: Registration | None, grace: float
+        self,
+        config: uvicorn.Config,
+        *,
+        registration: Registration | None,
+        grace: float,
+        on_drain: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(config)
         self.registration = registration
         self.grace = grace
+        self.on_drain = on_drain
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leaving: asyncio.Task[None] | None = None
         self._skip_grace = asyncio.Event()
@@ -70,6 +78,15 @@ class Server(uvicorn.Server):
         elif sig is signal.SIGINT:
             logger.warning("SIGINT again: not waiting for in-flight requests")
             self.force_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn stops accepting and marks every busy connection to close after its
+        # response before it yields; the streams, told here, end after that, so their
+        # connections close instead of waiting for the drain timeout.
+        shutting_down = asyncio.create_task(super().shutdown(sockets))
+        await asyncio.sleep(0)
+        self.on_drain()
+        await shutting_down
 
     async def _leave(self, sig: signal.Signals) -> None:
         """Steps 1 and 2; uvicorn's main loop notices `should_exit` and does the rest."""

@@ -11,7 +11,9 @@ from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
 from messenger.relay import OutboxRelay
 from messenger.settings import Settings
+from messenger.streams import Streams
 from messenger.tokens import TokenVerifier
+from messenger.wakeups import WakeUps
 
 
 @dataclass(slots=True)
@@ -25,6 +27,8 @@ class Services:
     discovery: Registration | None = None  # None: CONSUL_SERVICE_NAME unset, never registers
     metrics: Metrics | None = None
     tokens: TokenVerifier | None = None  # AUTH_MODE=jwt: verifies bearer tokens; None: header
+    streams: Streams | None = None
+    wakeups: WakeUps | None = None
 
     @staticmethod
     def of(request: Request) -> "Services":
@@ -34,3 +38,9 @@ class Services:
     def outbox_written(self) -> None:
         """Wake the event relay: a committed send left a row in the outbox."""
         self.outbox_pending.set()
+
+    def feeds_written(self, user_ids: list[int]) -> None:
+        """Wake the streams of these users, here and on the other instances: a committed
+        statement gave them feed events."""
+        if self.wakeups is not None:
+            self.wakeups.publish(user_ids)

@@ -13,9 +13,10 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from messenger.auth_types import Algorithms, HttpUrl, OptionalText
+from messenger.live_settings import LiveSettings
 from messenger.sizes import parse_size
 
 Profile = Literal["production", "development", "test"]
@@ -47,6 +48,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "pgdatabase": "messenger_dev",
         "amqphost": "localhost",
         "amqpport": 5672,
+        "web_app": True,
     },
     "test": {
         "port": 4000,
@@ -57,6 +59,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "pgdatabase": "messenger_test",
         "amqphost": "localhost",
         "amqpport": 5672,
+        "web_app": True,
     },
     "production": {
         "port": 4000,
@@ -68,8 +71,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class Settings(BaseSettings):
-    """Everything the service and its jobs read from the environment.
+class Settings(LiveSettings):
+    """Everything the service and its jobs read from the environment (with live delivery's
+    settings, declared in live_settings.py).
 
     Field names are the environment variable names, lower-cased (`PGHOST` -> `pghost`).
     """
@@ -303,6 +307,9 @@ class Settings(BaseSettings):
     """`jwt` mode: seconds one fetch of the key set may take in all; a request waiting for a key
     that is not cached then gets 503 with `Retry-After`.
     """
+
+    web_app: bool = False
+    """Serve the chat page at `/app/` (docs/chat-page.md); on in `test` for its browser test."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """The least severe log level written (case-insensitive); `info` includes one access-log line

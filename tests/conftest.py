@@ -16,7 +16,7 @@ from messenger.app import create_app
 from messenger.db import connect_kwargs
 from messenger.settings import Settings
 
-TABLES = "idempotency_keys, outbox, outbox_parked, messages, users_channels, channels, users"
+TABLES = "feed, idempotency_keys, outbox, outbox_parked, messages, users_channels, channels, users"
 
 # tests/images builds and runs the container images (minutes, podman as root): only
 # scripts/test-images, which prepares podman and the images, collects it.

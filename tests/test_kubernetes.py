@@ -172,7 +172,7 @@ def test_every_overlay_renders_the_whole_application(overlays: dict[str, Overlay
         "Secret": 2,
         "Job": 1,
         "PodDisruptionBudget": 1,
-        "Ingress": 1,
+        "Ingress": 2,  # messenger, and messenger-events for the streams' own settings
     }
     dev, production = kinds(overlays["dev"]), kinds(overlays["production"])
     assert dev == shared | {
@@ -403,6 +403,25 @@ def test_the_ingress_body_limit_is_json_body_limit(overlays: dict[str, Overlay],
     assert parse_size(nginx_size.replace("k", "kb").replace("m", "mb")) == parse_size(
         config["JSON_BODY_LIMIT"]
     )
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_the_event_stream_ingress_neither_buffers_nor_cuts_a_stream(
+    overlays: dict[str, Overlay], name: str
+) -> None:
+    overlay = overlays[name]
+    config = overlay.find("ConfigMap", "messenger-config")["data"]
+    main, events = overlay.find("Ingress", "messenger"), overlay.find("Ingress", "messenger-events")
+    annotations = events["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    assert annotations[prefix + "proxy-buffering"] == "off"
+    heartbeat = float(config.get("SSE_HEARTBEAT_INTERVAL", "15"))
+    assert int(annotations[prefix + "proxy-read-timeout"]) >= 3 * heartbeat
+    assert "timeout" not in annotations[prefix + "proxy-next-upstream"].split()
+    [path] = events["spec"]["rules"][0]["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/events", "Exact")
+    assert path["backend"] == main["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+    assert events["spec"]["rules"][0]["host"] == main["spec"]["rules"][0]["host"]
 
 
 def dockerfile_uid() -> int:

@@ -1,6 +1,7 @@
 """The load balancer end to end: scripts/local-stack runs three real instances behind a real
 nginx with the image's configuration, and clients talk to nginx only."""
 
+import asyncio
 import contextlib
 import os
 import random
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import base_settings, drop_database
 from tests.processes import free_port, service_env
+from tests.sse import open_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_STACK = ROOT / "scripts" / "local-stack"
@@ -71,7 +74,9 @@ class Stack:
         return int((self.state_dir / f"instance-{port}.pid").read_text())
 
     def leftover_pids(self) -> list[int]:
-        return [int(path.read_text()) for path in self.state_dir.glob("*.pid")]
+        """The pids of pid files left behind (one being written may still be empty)."""
+        texts = (path.read_text().strip() for path in self.state_dir.glob("*.pid"))
+        return [int(text) for text in texts if text.isdigit()]
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +270,64 @@ def test_scaling_down_and_up_under_load_fails_no_request(stack):
     assert load.total > 100
     assert load.failed == 0, load.statuses
     assert load.retried <= 2 * load.threads  # at most once per client connection and reload
+
+
+async def test_a_stream_survives_a_scale_down_of_its_instance(stack: Stack) -> None:
+    """A stream on the instance that a scale-down stops ends, the client reconnects through
+    nginx with Last-Event-ID to another instance, and gets every message once, in order."""
+    leaving = f"127.0.0.1:{stack.ports[2]}"
+    sent: list[str] = []
+    got: list[str] = []
+    instances: list[str] = []
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as lb:
+        created = await lb.post("/conversations", json={"participant_ids": [2, 3]})
+        assert created.status_code == 201, created.text
+        conversation = created.json()["conversation"]["id"]
+
+        async def send(count: int) -> None:
+            for _ in range(count):
+                content = f"message {len(sent) + 1}"
+                response = await lb.post(
+                    f"/conversations/{conversation}/messages",
+                    headers={"User-Id": "2"},
+                    json={"content": content},
+                )
+                assert response.status_code == 201, response.text
+                sent.append(content)
+                await asyncio.sleep(0.02)
+
+        async def reconnecting() -> None:
+            """Read events, reconnecting with the last id whenever the stream ends; the first
+            stream is one on the instance that will leave (round robin: within three)."""
+            last_id = None
+            while len(got) < 60:
+                async with open_stream(lb, 3, last_event_id=last_id) as stream:
+                    last_id = stream.last_id
+                    instance = instance_of(stream.response)
+                    if not instances and instance != leaving:
+                        continue
+                    instances.append(instance)
+                    while len(got) < 60:
+                        block = await stream.next_block(timeout=20)
+                        if block is None:
+                            break
+                        if block.event == "message":
+                            got.append(orjson.loads(block.data)["message"]["content"])
+                    last_id = stream.last_id
+
+        reader = asyncio.create_task(reconnecting())
+        await asyncio.sleep(0.3)
+        assert instances == [leaving]
+        await send(20)
+        scaling = asyncio.create_task(asyncio.to_thread(stack.run, "up", "--replicas", "2"))
+        await send(20)
+        await scaling
+        await send(20)
+        await asyncio.wait_for(reader, 30)
+    assert got == sent
+    assert len(instances) >= 2
+    assert leaving not in instances[1:]
+    stack.run("up", "--replicas", str(REPLICAS))
 
 
 def test_with_no_instance_nginx_answers_503_json(stack, client):

@@ -5,13 +5,16 @@ and the ids the Node service returned as strings are formatted by PostgreSQL, so
 the client without per-row work in Python.
 
 `pool` holds the pool and its bounded waits; the statements live by table family
-(`conversations`, `messages`, `idempotency_keys`, `outbox`). Callers use `db.<name>`.
+(`conversations`, `messages`, `idempotency_keys`, `outbox`, `feed`, `feed_events`). Callers
+use `db.<name>`.
 """
 
 from messenger.db.conversations import (
     CREATE_CONVERSATION,
     FIND_CONVERSATION_BETWEEN,
     LIST_CONVERSATIONS,
+    LIST_CONVERSATIONS_WITH_UNREAD,
+    LISTED_CONVERSATION,
     MEMBERSHIP,
     SET_VIEW_HORIZON,
     Membership,
@@ -22,6 +25,17 @@ from messenger.db.conversations import (
     membership,
     set_view_horizon,
 )
+from messenger.db.feed import (
+    FEED_POSITION,
+    FEED_POSITIONS,
+    SWEEP_FEED,
+    WOKEN,
+    feed_position,
+    feed_positions,
+    sweep_feed,
+    write_feed,
+)
+from messenger.db.feed_events import FEED_COLUMNS, READ_FEEDS, read_feeds
 from messenger.db.idempotency_keys import (
     SEND_MESSAGE_WITH_KEY,
     STORED_ANSWER,
@@ -34,12 +48,14 @@ from messenger.db.messages import (
     CONVERSATION_FOR_READER,
     LIST_MESSAGES_AFTER,
     LIST_MESSAGES_BEFORE,
+    MEMBERS_WOKEN,
     MESSAGE_COLUMNS,
     PAGE_WANTED,
     SEND_MESSAGE,
     SENDER,
     SENT_MESSAGE,
     WRITE_EVENT,
+    WRITE_MESSAGE_FEED,
     MessagePage,
     list_messages_after,
     list_messages_before,
@@ -86,17 +102,24 @@ __all__ = [
     "CONVERSATION_FOR_READER",
     "CREATE_CONVERSATION",
     "DATABASE_ERRORS",
+    "FEED_COLUMNS",
+    "FEED_POSITION",
+    "FEED_POSITIONS",
     "FIND_CONVERSATION_BETWEEN",
     "ISO_UTC",
+    "LISTED_CONVERSATION",
     "LIST_CONVERSATIONS",
+    "LIST_CONVERSATIONS_WITH_UNREAD",
     "LIST_MESSAGES_AFTER",
     "LIST_MESSAGES_BEFORE",
     "MEMBERSHIP",
+    "MEMBERS_WOKEN",
     "MESSAGE_COLUMNS",
     "OUTBOX_BACKLOG",
     "OUTBOX_LOCK_SPACE",
     "PAGE_WANTED",
     "PARK_OUTBOX",
+    "READ_FEEDS",
     "RECORD_OUTBOX_FAILURES",
     "SENDER",
     "SEND_MESSAGE",
@@ -104,9 +127,12 @@ __all__ = [
     "SENT_MESSAGE",
     "SET_VIEW_HORIZON",
     "STORED_ANSWER",
+    "SWEEP_FEED",
     "SWEEP_IDEMPOTENCY_KEYS",
     "UNAVAILABLE_ERRORS",
+    "WOKEN",
     "WRITE_EVENT",
+    "WRITE_MESSAGE_FEED",
     "CheckConnection",
     "Connection",
     "Executor",
@@ -121,6 +147,8 @@ __all__ = [
     "create_conversation",
     "create_pool",
     "delete_outbox",
+    "feed_position",
+    "feed_positions",
     "find_conversation_between",
     "keep_session",
     "list_conversations",
@@ -131,11 +159,14 @@ __all__ = [
     "outbox_parked",
     "park_outbox",
     "pool_server_settings",
+    "read_feeds",
     "record_outbox_failures",
     "send_message",
     "send_message_with_key",
     "set_view_horizon",
     "stored_answer",
+    "sweep_feed",
     "sweep_idempotency_keys",
     "unavailable_as_503",
+    "write_feed",
 ]

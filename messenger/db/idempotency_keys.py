@@ -2,7 +2,14 @@
 
 import asyncpg
 
-from messenger.db.messages import SENDER, SENT_MESSAGE, WRITE_EVENT
+from messenger.db.feed import WOKEN
+from messenger.db.messages import (
+    MEMBERS_WOKEN,
+    SENDER,
+    SENT_MESSAGE,
+    WRITE_EVENT,
+    WRITE_MESSAGE_FEED,
+)
 from messenger.db.pool import Executor
 
 # $4 the key, $5 its lifetime in seconds. A key younger than that which this statement's
@@ -37,18 +44,19 @@ message AS (
     SELECT claim.message_id, $3, $2, $1, counter.last_index FROM claim, counter
     RETURNING id, content, index, user_id, channel_id, inserted_at
 ),
-{WRITE_EVENT}
-SELECT false AS replayed, {SENT_MESSAGE}
+{WRITE_EVENT},
+{WRITE_MESSAGE_FEED}
+SELECT false AS replayed, {SENT_MESSAGE}, {WOKEN}
 FROM message, author
 UNION ALL
-SELECT true, {SENT_MESSAGE}
+SELECT true, {SENT_MESSAGE}, {MEMBERS_WOKEN}
 FROM earlier
 JOIN messages message ON message.id = earlier.message_id
 JOIN users author ON author.id = message.user_id
 """
 
 STORED_ANSWER = f"""
-SELECT true AS replayed, {SENT_MESSAGE}
+SELECT true AS replayed, {SENT_MESSAGE}, {MEMBERS_WOKEN}
 FROM idempotency_keys k
 JOIN messages message ON message.id = k.message_id
 JOIN users author ON author.id = message.user_id

@@ -1,10 +1,11 @@
-"""Messages: a send (message, counter and outbox event in one statement) and page reads."""
+"""Messages: a send (message, counter, outbox and feed events in one statement) and page reads."""
 
 from dataclasses import dataclass
 
 import asyncpg
 
 from messenger.db.columns import select_list
+from messenger.db.feed import WOKEN, write_feed
 from messenger.db.pool import Executor, Pool
 from messenger.db.timestamps import ISO_UTC
 from messenger.schemas import LISTED_MESSAGE_KEYS, SENT_MESSAGE_KEYS
@@ -25,6 +26,19 @@ event AS (
            ARRAY(SELECT user_id FROM users_channels WHERE channel_id = $1 ORDER BY user_id)
     FROM message
 )"""
+
+# Each member's `message` event, written by the send itself (see db.feed).
+WRITE_MESSAGE_FEED = write_feed(
+    members="SELECT user_id FROM users_channels WHERE channel_id = $1",
+    after="message",
+    event="message.channel_id, message.index, message.user_id, 'message'",
+    source="positions, message",
+)
+
+# What a replayed send answers in place of WOKEN: the members, whose feeds the first one wrote.
+MEMBERS_WOKEN = """ARRAY(
+    SELECT user_id FROM users_channels WHERE channel_id = message.channel_id ORDER BY user_id
+) AS woken"""
 
 # A SentMessage over `message` (a messages row) and `author` (its sender's users row).
 SENT_MESSAGE = select_list(
@@ -52,8 +66,9 @@ message AS (
     SELECT $3, $2, $1, last_index FROM counter
     RETURNING id, content, index, user_id, channel_id, inserted_at
 ),
-{WRITE_EVENT}
-SELECT {SENT_MESSAGE}
+{WRITE_EVENT},
+{WRITE_MESSAGE_FEED}
+SELECT {SENT_MESSAGE}, {WOKEN}
 FROM message, author
 """
 
@@ -61,11 +76,12 @@ FROM message, author
 async def send_message(
     conn: Executor, channel_id: int, user_id: int, content: str
 ) -> asyncpg.Record | None:
-    """Append a message and its outbox event in one statement; None if the user is no member.
+    """Append a message, its outbox event and each member's feed event in one statement;
+    None if the user is no member. `woken` lists the members whose streams to wake.
 
-    The counter row of the conversation is the only lock taken, so senders of one
-    conversation queue up behind each other and nobody else waits; from the pool, they queue
-    in the conversation's own line (see Pool).
+    The counter row of the conversation is taken first, so senders of one conversation queue
+    up behind each other (from the pool, in the conversation's own line, see Pool); then the
+    members' rows, for the moment the statement and its commit take (see db.feed).
     """
     if isinstance(conn, Pool):
         async with conn.acquire(conversation=channel_id) as held:
