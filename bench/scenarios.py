@@ -8,16 +8,22 @@
   short alternated rounds (not with --skip-large or --quick).
 - Sends without an Idempotency-Key, with a new key each and repeating one key, alternated
   (not in --quick).
-- The mixed scenario (not in --quick; alone with --mixed): MIXED_USERS users in MIXED_PAIRS
+- The mixed scenario (not in --quick; alone with --mixed): MIXED_USERS users in 117
   conversations at 256 connections, each request a read (70%), a send (20%) or a list of
-  conversations (10%) by a member, picked at random (bench/wrk.lua).
+  conversations (10%) by a member, picked at random (bench/wrk.lua), while every member
+  holds an event stream (GET /events).
 """
 
 import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench import database, report
+from bench import database, live, report
 from bench.figures import Paired
 from bench.output import Progress, say
 from bench.pgbench import pgbench, write_scripts
@@ -150,11 +156,8 @@ def once(service: Service, load: Load, args: argparse.Namespace, progress: Progr
 
 
 def mixed_load(conv: Conversations) -> Load:
-    """Many users and conversations: reads, sends and lists of conversations by members.
-
-    Event streams are not part of it yet: once the service serves GET /events, open a stream
-    per member of `conv.mixed` here (or beside wrk, in `mixed`) for the run's duration.
-    """
+    """Many users and conversations: reads, sends and lists of conversations by members
+    (each member also holds an event stream while it runs: `event_streams`)."""
     reads, sends = MIXED_SHARES
     name = f"mixed: {reads}% reads, {sends}% sends, {100 - reads - sends}% lists"
     return Load(name, "/health", MIXED_CONNECTIONS, mixed=tuple(conv.mixed), shares=MIXED_SHARES)
@@ -169,10 +172,55 @@ def mixed(
     for number in range(1, args.rounds + 1):
         warmup = args.warmup if number == 1 else 0
         progress.step(f"{load.name}, round {number}/{args.rounds}", args.duration + warmup)
-        results.append(wrk(service, load, args.duration, warmup))
+        members = sorted({user for _, *pair in conv.mixed for user in pair})
+        with event_streams(service, members) as deliveries:
+            results.append(wrk(service, load, args.duration, warmup))
+        if deliveries is not None:
+            say(f"    {len(members)} event streams open, {deliveries.events:,} events delivered")
     for line in report.rounds_lines(load.name, load.connections, results):
         say(f"  {line}")
     return results
+
+
+@contextlib.contextmanager
+def event_streams(service: Service, users: list[int]) -> Iterator[live.Deliveries | None]:
+    """A GET /events stream per user, open (in a thread of its own) while the block runs.
+
+    None with AUTH_MODE=jwt: bench/live.py's streams name their user with User-Id.
+    """
+    if service.tokens is not None:
+        yield None
+        return
+    deliveries = live.Deliveries()
+    opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+    loop = asyncio.new_event_loop()
+
+    async def hold() -> None:
+        tasks = await live.open_streams(dict.fromkeys(users, service.port), users, deliveries)
+        opened.set_result(None)
+        try:
+            await asyncio.Event().wait()  # until cancelled at the end of the block
+        finally:
+            await live.cancel(tasks)
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(holder)
+        except BaseException as error:  # the block learns it through `opened`
+            if not opened.done():
+                opened.set_exception(error)
+        finally:
+            loop.close()
+
+    holder = loop.create_task(hold())
+    thread = threading.Thread(target=run, name="event-streams", daemon=True)
+    thread.start()
+    try:
+        opened.result(timeout=60)
+        yield deliveries
+    finally:
+        loop.call_soon_threadsafe(holder.cancel)
+        thread.join(timeout=10)
 
 
 def large_rounds(
