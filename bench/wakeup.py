@@ -3,14 +3,15 @@
 Needs PostgreSQL and RabbitMQ (PGHOST/PGPORT/PGUSER, AMQPHOST/AMQPPORT; 127.0.0.1 by default)
 and the .venv. Two questions, in one process:
 
-1. What NOTIFY costs a send. --clients connections send messages with the service's own send
-   statement, each into a conversation of its own, for --seconds per round in three ways,
+1. What a wake-up costs a send. --clients connections send messages with the service's own
+   send statement, each into a conversation of its own, for --seconds per round in four ways,
    rotated over --rounds rounds: `none` (the statement alone), `inside` (the same statement
    with a `pg_notify` of the woken users in it, so every send's commit takes NOTIFY's
-   database-wide lock) and `after` (the statement alone, and one connection sends the woken
+   database-wide lock), `after` (the statement alone, and one connection sends the woken
    users with `pg_notify` after the sends committed, one notification in flight at a time,
-   the users gathering meanwhile: what the service does). One connection LISTENs throughout.
-   Reported per way: sends per second (median of the rounds) and the send's p50/p99.
+   the users gathering meanwhile: what the service does) and `fanout` (the same, publishing
+   to a RabbitMQ fanout exchange instead). One connection LISTENs and one consumer reads
+   throughout. Reported per way: sends per second (median of the rounds), the send's p50/p99.
 2. How long a wake-up takes to arrive. --messages at --rate per second, half through each
    path, alternated in two rounds: `pg_notify` in its own transaction on one connection to a
    LISTEN on another, and a publish (with publisher confirms) to a fanout exchange of its own
@@ -29,7 +30,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -57,7 +58,9 @@ SEND_AND_NOTIFY = SEND_MESSAGE.replace(
     f"{WOKEN}, {_NOTIFY} AS notified\nFROM message, author",
 )
 
-WAYS = ("none", "inside", "after")
+WAYS = ("none", "inside", "after", "fanout")
+
+Publish = Callable[[str], Awaitable[None]]
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -77,10 +80,10 @@ class Round:
 
 
 class Notifier:
-    """The service's way (messenger.wakeups): woken users gather while one NOTIFY is in flight."""
+    """The service's way (messenger.wakeups): woken users gather while one wake-up is in flight."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
+    def __init__(self, send: Publish) -> None:
+        self.send = send
         self.pending: set[int] = set()
         self.ready = asyncio.Event()
         self.sent = 0
@@ -94,11 +97,54 @@ class Notifier:
             await self.ready.wait()
             self.ready.clear()
             ids, self.pending = self.pending, set()
-            # A few hundred ids at most here: far below the 8,000-byte payload limit.
-            await self.conn.execute(
-                "SELECT pg_notify($1, $2)", CHANNEL, ",".join(map(str, sorted(ids)))
-            )
+            # A few hundred ids at most here: far below NOTIFY's 8,000-byte payload limit.
+            await self.send(",".join(map(str, sorted(ids))))
             self.sent += 1
+
+
+@contextlib.asynccontextmanager
+async def fanout(arrive: Callable[[bytes], None]) -> AsyncIterator[Publish]:
+    """A fanout exchange of this process's own (auto-delete) with an exclusive queue consumed
+    on a second connection, as another instance would; both are deleted on the way out."""
+    host, port = os.environ.get("AMQPHOST", "127.0.0.1"), int(os.environ.get("AMQPPORT", "5672"))
+    name = f"bench.wakeup.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    try:
+        publishing = await aio_pika.connect(host=host, port=port, timeout=10)
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
+        raise BenchFailed(f"cannot reach RabbitMQ at {host}:{port}: {error!r}") from error
+    try:
+        consuming = await aio_pika.connect(host=host, port=port, timeout=10)
+        try:
+            out = await publishing.channel()  # publisher confirms: publish returns once routed
+            exchange = await out.declare_exchange(
+                name, aio_pika.ExchangeType.FANOUT, durable=False, auto_delete=True
+            )
+            into = await consuming.channel()
+            queue = await into.declare_queue(exclusive=True, auto_delete=True)
+            await queue.bind(name)
+
+            async def consume(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                arrive(message.body)
+
+            consumer = await queue.consume(consume, no_ack=True)
+
+            async def publish(body: str) -> None:
+                message = aio_pika.Message(
+                    body.encode(), delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT
+                )
+                await exchange.publish(message, routing_key="")
+
+            try:
+                yield publish
+            finally:
+                await queue.cancel(consumer)
+                await queue.unbind(name)
+                await queue.delete(if_unused=False, if_empty=False)
+                await out.exchange_delete(name)
+        finally:
+            await consuming.close()
+    finally:
+        await publishing.close()
 
 
 async def sender(
@@ -107,7 +153,7 @@ async def sender(
     user: int,
     into: Round,
     deadline: float,
-    notifier: Notifier,
+    notifier: Notifier | None,
 ) -> None:
     """Send in a closed loop until the deadline, the way `into.way` says."""
     statement = SEND_AND_NOTIFY if into.way == "inside" else SEND_MESSAGE
@@ -115,7 +161,7 @@ async def sender(
         row = await conn.fetchrow(statement, conversation, user, "wake up")
         into.latencies.append(time.monotonic() - started)
         into.sends += 1
-        if into.way == "after" and row is not None:
+        if notifier is not None and row is not None:
             notifier.publish(list(row["woken"]))
 
 
@@ -134,42 +180,56 @@ async def send_rounds(
         await setup.close()
     conns = [await database.connect() for _ in range(args.clients)]
     listener, notifier_conn = await database.connect(), await database.connect()
-    received = 0
+    received = {"postgres": 0, "rabbitmq": 0}
 
     def count(*_: object) -> None:
-        nonlocal received
-        received += 1
+        received["postgres"] += 1
 
-    await listener.add_listener(CHANNEL, count)
-    notifier = Notifier(notifier_conn)
-    notifying = asyncio.create_task(notifier.run())
+    def consumed(_: bytes) -> None:
+        received["rabbitmq"] += 1
+
+    async def notify(payload: str) -> None:
+        await notifier_conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+
     results: dict[str, list[Round]] = {way: [] for way in WAYS}
+    notifiers: list[Notifier] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
-        for number in range(args.rounds):
-            for way in WAYS[number % 3 :] + WAYS[: number % 3]:
-                result = Round(way)
-                deadline = time.monotonic() + args.seconds
-                await asyncio.gather(
-                    *(
-                        sender(conn, conversation, user, result, deadline, notifier)
-                        for conn, (conversation, user) in zip(conns, conversations, strict=True)
+        await listener.add_listener(CHANNEL, count)
+        async with fanout(consumed) as publish:
+            notifiers += [Notifier(notify), Notifier(publish)]
+            tasks += [asyncio.create_task(notifier.run()) for notifier in notifiers]
+            by_way = {"after": notifiers[0], "fanout": notifiers[1]}
+            for number in range(args.rounds):
+                turn = number % len(WAYS)
+                for way in WAYS[turn:] + WAYS[:turn]:
+                    result = Round(way)
+                    deadline = time.monotonic() + args.seconds
+                    notifier = by_way.get(way)
+                    await asyncio.gather(
+                        *(
+                            sender(conn, conversation, user, result, deadline, notifier)
+                            for conn, (conversation, user) in zip(conns, conversations, strict=True)
+                        )
                     )
-                )
-                results[way].append(result)
-                say(
-                    f"  round {number + 1} {way:>6}: {result.sends / args.seconds:7.1f} sends/s,"
-                    f" p99 {ms(percentile(result.latencies, 0.99))} ms"
-                    f"  (load {load_average()})"
-                )
+                    results[way].append(result)
+                    say(
+                        f"  round {number + 1} {way:>6}: {result.sends / args.seconds:7.1f}"
+                        f" sends/s, p99 {ms(percentile(result.latencies, 0.99))} ms"
+                        f"  (load {load_average()})"
+                    )
+            await asyncio.sleep(0.5)  # the last wake-ups arrive
     finally:
-        notifying.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await notifying
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for conn in [*conns, listener, notifier_conn]:
             await conn.close()
     say(
-        f"  notifications: {notifier.sent} sent by the `after` notifier,"
-        f" {received} received by the listener in all"
+        f"  wake-ups: {notifiers[0].sent} NOTIFYs sent after commits, {notifiers[1].sent}"
+        f" publishes; {received['postgres']} notifications (the `inside` ones too) and"
+        f" {received['rabbitmq']} messages received"
     )
     return results
 
@@ -188,9 +248,7 @@ class Path:
         return [self.arrived[n] - self.sent[n] for n in self.sent if n in self.arrived]
 
 
-async def steady(
-    path: Path, send: Callable[[str], Awaitable[None]], first: int, count: int, rate: float
-) -> None:
+async def steady(path: Path, send: Publish, first: int, count: int, rate: float) -> None:
     """`count` wake-ups at `rate` per second, numbered from `first`; behind schedule, no pause."""
     started = time.monotonic()
     for n in range(count):
@@ -202,54 +260,25 @@ async def steady(
 
 
 async def delay_rounds(database: Database, args: argparse.Namespace) -> list[Path]:
-    host, port = os.environ.get("AMQPHOST", "127.0.0.1"), int(os.environ.get("AMQPPORT", "5672"))
-    exchange_name = f"bench.wakeup.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     postgres, rabbitmq = Path("LISTEN/NOTIFY"), Path("RabbitMQ fanout")
     notifying, listening = await database.connect(), await database.connect()
-    try:
-        publishing = await aio_pika.connect(host=host, port=port, timeout=10)
-        consuming = await aio_pika.connect(host=host, port=port, timeout=10)
-    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as error:
-        await notifying.close()
-        await listening.close()
-        raise BenchFailed(f"cannot reach RabbitMQ at {host}:{port}: {error!r}") from error
+
+    async def notify(body: str) -> None:
+        await notifying.execute("SELECT pg_notify($1, $2)", CHANNEL, body)
+
     try:
         await listening.add_listener(CHANNEL, lambda *a: postgres.arrive(str(a[3])))
-        out = await publishing.channel()  # publisher confirms: publish returns once routed
-        exchange = await out.declare_exchange(
-            exchange_name, aio_pika.ExchangeType.FANOUT, durable=False, auto_delete=True
-        )
-        into = await consuming.channel()
-        queue = await into.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(exchange_name)
-
-        async def consume(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            rabbitmq.arrive(message.body)
-
-        consumer = await queue.consume(consume, no_ack=True)
-
-        async def notify(body: str) -> None:
-            await notifying.execute("SELECT pg_notify($1, $2)", CHANNEL, body)
-
-        async def publish(body: str) -> None:
-            message = aio_pika.Message(
-                body.encode(), delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT
-            )
-            await exchange.publish(message, routing_key="")
-
-        half = args.messages // 4
-        for number in range(2):
-            for path, send in ((postgres, notify), (rabbitmq, publish)):
-                say(f"  round {number + 1}: {half} wake-ups through {path.name} at {args.rate:g}/s")
-                await steady(path, send, number * half, half, args.rate)
-        await asyncio.sleep(GRACE)
-        await queue.cancel(consumer)
-        await queue.unbind(exchange_name)
-        await queue.delete(if_unused=False, if_empty=False)
-        await out.exchange_delete(exchange_name)
+        async with fanout(rabbitmq.arrive) as publish:
+            half = args.messages // 4
+            for number in range(2):
+                for path, send in ((postgres, notify), (rabbitmq, publish)):
+                    say(
+                        f"  round {number + 1}: {half} wake-ups through {path.name}"
+                        f" at {args.rate:g}/s"
+                    )
+                    await steady(path, send, number * half, half, args.rate)
+            await asyncio.sleep(GRACE)
     finally:
-        await publishing.close()
-        await consuming.close()
         await notifying.close()
         await listening.close()
     return [postgres, rabbitmq]
@@ -259,7 +288,7 @@ def figures(
     sends: dict[str, list[Round]], paths: list[Path], args: argparse.Namespace
 ) -> list[str]:
     lines = [
-        f"NOTIFY on the send path: {args.clients} clients, {args.rounds} rounds of"
+        f"Wake-ups on the send path: {args.clients} clients, {args.rounds} rounds of"
         f" {args.seconds:g} s per way (sends/s: median of rounds; latency over all sends)"
     ]
     base = statistics.median(r.sends / args.seconds for r in sends["none"])
