@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from messenger import db, discovery, open_files, openapi, routes, stream
+from messenger import db, discovery, open_files, openapi, routes, stream, web_app
 from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
@@ -74,7 +74,8 @@ def create_app(
     Without a registration, one is made when CONSUL_SERVICE_NAME is set.
     """
     registration = registration or Registration.for_settings(settings)
-    metrics = Metrics(ROUTES)
+    served = ROUTES + (web_app.routes() if settings.web_app else [])
+    metrics = Metrics(served)
     streams = streams or Streams(settings)
 
     @contextlib.asynccontextmanager
@@ -124,10 +125,11 @@ def create_app(
             max_body_size=settings.json_body_limit,
             timeout=settings.http_body_timeout,
         ),
-        Middleware(TrailingSlash),
+        # A page's relative links need its folder's slash: /app/ keeps it, /app is sent there.
+        Middleware(TrailingSlash, keep=(web_app.FOLDER,) if settings.web_app else ()),
     ]
     app = Starlette(
-        routes=ROUTES,
+        routes=served,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

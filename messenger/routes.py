@@ -36,12 +36,18 @@ class TrailingSlash:
     (which read it first) shows it as sent, and the router's choice is the metrics' route.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, keep: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.keep = keep  # path prefixes whose slash means a folder (the chat page's `/app/`)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+        if (
+            scope["type"] == "http"
+            and len(path) > 1
+            and path.endswith("/")
+            and not path.startswith(self.keep)
+        ):
             scope["path"] = path[:-1]
             raw_path = scope.get("raw_path")
             if isinstance(raw_path, bytes) and raw_path.endswith(b"/"):

@@ -48,6 +48,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "pgdatabase": "messenger_dev",
         "amqphost": "localhost",
         "amqpport": 5672,
+        "web_app": True,
     },
     "test": {
         "port": 4000,
@@ -58,6 +59,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "pgdatabase": "messenger_test",
         "amqphost": "localhost",
         "amqpport": 5672,
+        "web_app": True,
     },
     "production": {
         "port": 4000,
@@ -305,6 +307,9 @@ class Settings(LiveSettings):
     """`jwt` mode: seconds one fetch of the key set may take in all; a request waiting for a key
     that is not cached then gets 503 with `Retry-After`.
     """
+
+    web_app: bool = False
+    """Serve the chat page at `/app/` (docs/chat-page.md); on in `test` for its browser test."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """The least severe log level written (case-insensitive); `info` includes one access-log line

@@ -166,6 +166,7 @@ def test_dev_serves_the_tutorial_on_the_postgresql_named_by_pg_variables(
         assert [m["content"] for m in messages] == ["This is the first message"]
         assert messages[0]["username"] == "James Blanderphone"
         assert len(asyncio.run(take(queue, 1))) == 1, "the event goes to the AMQP_QUEUE asked for"
+        assert httpx.get(f"{dev.url}/app/", timeout=5).status_code == 200, "the chat page"
 
         assert dev.interrupt() == 0, dev.log()
         assert nothing_left(dev) == []
@@ -176,6 +177,7 @@ def test_dev_serves_the_tutorial_on_the_postgresql_named_by_pg_variables(
     assert "seed: 3 users created" in log
     assert f"events are published to queue {queue}" in log
     assert f"listening on {dev.url} " in log
+    assert f"chat page: {dev.url}/app/ " in log
     assert not (tmp_path / "unused").exists(), "the embedded PostgreSQL must not start"
 
 

@@ -74,7 +74,9 @@ class Stack:
         return int((self.state_dir / f"instance-{port}.pid").read_text())
 
     def leftover_pids(self) -> list[int]:
-        return [int(path.read_text()) for path in self.state_dir.glob("*.pid")]
+        """The pids of pid files left behind (one being written may still be empty)."""
+        texts = (path.read_text().strip() for path in self.state_dir.glob("*.pid"))
+        return [int(text) for text in texts if text.isdigit()]
 
 
 @pytest.fixture(scope="module")

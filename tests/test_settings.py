@@ -106,6 +106,27 @@ def test_production_profile_gives_ports_user_and_database_but_no_hosts(
     assert settings.json_body_limit == 100 * 1024
 
 
+def test_the_chat_page_is_served_in_development_and_test_but_not_in_production(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().web_app is True
+    environment.setenv("MESSENGER_ENV", "test")
+    assert Settings().web_app is True
+    environment.setenv("MESSENGER_ENV", "production")
+    environment.setenv("PGHOST", "messenger-db")
+    assert Settings().web_app is False
+    environment.setenv("WEB_APP", "true")
+    assert Settings().web_app is True
+    description = Settings.model_fields["web_app"].description
+    assert description is not None
+    assert "/app/" in description
+
+
+def test_web_app_can_be_turned_off_in_development(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("WEB_APP", "false")
+    assert Settings().web_app is False
+
+
 def test_production_requires_the_database_host(environment: pytest.MonkeyPatch) -> None:
     environment.setenv("MESSENGER_ENV", "production")
     with pytest.raises(ValidationError) as raised:
