@@ -8,7 +8,8 @@ needs; this scenario only needs PostgreSQL, RabbitMQ and the .venv).
    arrival on the other instance's stream (p50, p90, p99, max); the services' CPU per
    delivered event.
 2. Send throughput with streams on and off: --senders closed-loop senders for --burst seconds
-   against both instances, with the streams open, then with none (alternated, --rounds).
+   against both instances, with the streams open and with none, alternated over --rounds
+   (on off, off on, ...; the streams are closed and reopened between).
 3. --idle idle streams on one fresh instance: its RSS before and after, and whether every
    stream's heartbeats (SSE_HEARTBEAT_INTERVAL, --heartbeat) came on time.
 
@@ -336,19 +337,26 @@ async def part_one(args: argparse.Namespace, database: Database, workdir: Path) 
             )
 
             section(f"live: send throughput, {args.senders} senders, streams on vs off")
-            pairs = []
+            # Alternated (on off, off on, on off, ...): load that moves on a shared machine
+            # falls on both sides alike instead of on whichever ran last.
             http = list(clients.values())
+            pairs: list[float] = []
+            offs: list[float] = []
+            streaming = True
             for n in range(args.rounds):
-                on = await closed_loop(http, conversations, args.senders, args.burst)
-                say(f"  .. round {n + 1}: streams on {on:.0f} sends/s")
-                pairs.append(on)
-            await cancel(listeners)
-            await asyncio.sleep(1)
-            offs = []
-            for n in range(args.rounds):
-                off = await closed_loop(http, conversations, args.senders, args.burst)
-                say(f"  .. round {n + 1}: streams off {off:.0f} sends/s")
-                offs.append(off)
+                for on in (True, False) if n % 2 == 0 else (False, True):
+                    if on != streaming:
+                        if on:
+                            listeners = await open_streams(ports, users, Deliveries())
+                        else:
+                            await cancel(listeners)
+                        await asyncio.sleep(1)
+                        streaming = on
+                    rate = await closed_loop(http, conversations, args.senders, args.burst)
+                    say(f"  .. round {n + 1}: streams {'on' if on else 'off'} {rate:.0f} sends/s")
+                    (pairs if on else offs).append(rate)
+            if streaming:
+                await cancel(listeners)
             on_median, off_median = statistics.median(pairs), statistics.median(offs)
             ratio = on_median / off_median
             rounds_on = ", ".join(f"{value:.0f}" for value in pairs)

@@ -125,7 +125,17 @@ async def events(request: Request) -> Response:
     start = head if resume is None else resume[0]
     streams = services.streams
     assert streams is not None
+    if request.method == "HEAD":
+        # GET's answer up to its head, and no stream registered: the server ends it there.
+        streams.admit()
+        return _head()
     return EventStream(services, streams, streams.open(user_id, start))
+
+
+def _head() -> Response:
+    response = Response(status_code=200)
+    response.raw_headers = list(HEADERS)  # no Content-Length: a stream's length is unknown
+    return response
 
 
 def _event_bytes(user_id: int, event: feed.Event) -> bytes:
@@ -255,8 +265,9 @@ class DirectEventStreams:
     wrappers) keeps a suspended coroutine for all that time: about 4 kB each stream, 40 MB at
     10,000. Placed after the access log (request id, log line, metrics), this answers the
     stream with the same CORS handling as every route (the same CORSMiddleware settings) and
-    the same JSON errors. Other methods on /events (a preflight, a 405) take the usual way;
-    the route stays in the app's routes for those, for metrics and for the OpenAPI document.
+    the same JSON errors. Other methods on /events (HEAD, a preflight, a 405) take the usual
+    way; the route stays in the app's routes for those, for metrics and for the OpenAPI
+    document.
     """
 
     def __init__(self, app: ASGIApp, cors: dict[str, Any]) -> None:

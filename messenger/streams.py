@@ -85,10 +85,14 @@ class Streams:
         self._wanted: dict[Listener, None] = {}  # marked for the next read, in order
         self._ready = asyncio.Event()
 
-    def open(self, user_id: int, position: int) -> Listener:
-        """Register a stream that has delivered up to `position`; it reads at once."""
+    def admit(self) -> None:
+        """Refuse a stream (503) while the instance is full or ending its streams."""
         if self.closing or self.count >= self.limit:
             raise Unavailable(STREAMS_FULL)
+
+    def open(self, user_id: int, position: int) -> Listener:
+        """Register a stream that has delivered up to `position`; it reads at once."""
+        self.admit()
         listener = Listener(user_id, position)
         self.by_user.setdefault(user_id, set()).add(listener)
         self.count += 1

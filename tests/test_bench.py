@@ -19,7 +19,7 @@ import httpx
 import jwt
 import pytest
 
-from bench import auth, cli, compare, figures, output, report, scenarios
+from bench import auth, cli, compare, figures, output, report, scenarios, wakeup
 from bench import pgbench as bench_sql
 from bench.database import Database
 from bench.pgbench import PgbenchResult
@@ -424,3 +424,27 @@ def test_side_a_of_a_comparison_runs_the_package_of_its_ref(tmp_path: Path) -> N
     assert found.stdout.startswith(str(tree))
     with pytest.raises(BenchFailed, match="no-such-ref"):
         compare.source_tree("no-such-ref", tmp_path / "elsewhere")
+
+
+async def test_the_wakeup_bench_sends_with_the_service_statement_and_notifies_at_its_commit(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    alice, bob = await factories.users(pool, "alice", "bob")
+    conversation = int(await factories.conversation(client, alice, bob))
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+
+    def received(conn: object, pid: int, channel: str, payload: str) -> None:
+        payloads.put_nowait(payload)
+
+    async with pool.acquire() as listener, pool.acquire() as sender:
+        await listener.add_listener(wakeup.CHANNEL, received)
+        try:
+            row = await sender.fetchrow(wakeup.SEND_AND_NOTIFY, conversation, alice, "hi")
+            payload = await asyncio.wait_for(payloads.get(), 5)
+        finally:
+            await listener.remove_listener(wakeup.CHANNEL, received)
+    assert row is not None
+    assert sorted(row["woken"]) == sorted([alice, bob])
+    assert sorted(map(int, payload.split(","))) == sorted([alice, bob])
+    response = await client.get(f"/conversations/{conversation}/messages")
+    assert [message["content"] for message in response.json()["messages"]] == ["hi"]

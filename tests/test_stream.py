@@ -27,6 +27,8 @@ from tests.sse import open_stream
 # Wake-ups travel by NOTIFY; the periodic re-read is far off, so a test that gets an event
 # within a second got it by wake-up.
 POLL = "30"
+# Headers that differ between two answers.
+VOLATILE = {"date", "x-request-id", "transfer-encoding"}
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +192,63 @@ async def test_refused_streams_get_json_errors(
     )
 
 
+def _head_of_events(url: str, headers: dict[str, str]) -> bytes:
+    """Everything the server sends for `HEAD /events` until it closes (Connection: close)."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        request = f"HEAD /events HTTP/1.1\r\nHost: x\r\n{lines}Connection: close\r\n\r\n"
+        sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):  # a stream left open ends in TimeoutError here
+            answer += chunk
+    return answer
+
+
+async def test_head_of_events_answers_the_streams_head_and_ends(
+    instances: list[Service], clients: list[httpx.AsyncClient], pool: asyncpg.Pool
+) -> None:
+    [alice] = await factories.users(pool, "Alice")
+    headers = {"User-Id": str(alice), "Origin": "https://app.example"}
+
+    answer = await asyncio.to_thread(_head_of_events, instances[0].url, headers)
+
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert rest == b""  # the head, and nothing after it
+    status, *fields = head.decode().split("\r\n")
+    assert status == "HTTP/1.1 200 OK"
+    got = {name.lower(): value for name, value in (field.split(": ", 1) for field in fields)}
+    assert got["content-type"] == "text/event-stream"
+    assert got["cache-control"] == "no-cache"
+    assert got["x-accel-buffering"] == "no"
+    assert got["access-control-allow-origin"] == "*"
+    assert "content-length" not in got
+    async with clients[0].stream("GET", "/events", headers=headers) as stream:
+        expected = {name: value for name, value in stream.headers.items() if name not in VOLATILE}
+    # Connection: close was asked for, so that the end of the answer shows.
+    assert {k: v for k, v in got.items() if k not in VOLATILE | {"connection"}} == expected
+
+
+async def test_head_of_events_refuses_as_get_does(
+    clients: list[httpx.AsyncClient], pool: asyncpg.Pool
+) -> None:
+    [alice] = await factories.users(pool, "Alice")
+    me = {"User-Id": str(alice)}
+    for headers in (
+        {},
+        {"User-Id": "999"},
+        {**me, "Last-Event-ID": "abc"},
+        {**me, "Last-Event-ID": f"{alice}-5"},
+    ):
+        got = await clients[0].get("/events", headers=headers)
+        head = await clients[0].head("/events", headers=headers)
+        assert head.status_code == got.status_code, headers
+        assert got.status_code in {400, 404}
+        assert head.content == b""
+        for name in ("content-type", "content-length"):
+            assert head.headers[name] == got.headers[name], (headers, name)
+
+
 async def test_a_quiet_stream_sends_a_ping_every_heartbeat_interval(
     clients: list[httpx.AsyncClient], pool: asyncpg.Pool
 ) -> None:
@@ -264,7 +323,13 @@ async def test_streams_beyond_the_limit_get_503_with_retry_after(
                 assert response.status_code == 503
                 assert response.headers["retry-after"] == "1"
                 assert response.json() == {"error": STREAMS_FULL}
-            # closed streams free their places
+                head = await client.head("/events", headers={"User-Id": str(alice)})
+                assert head.status_code == 503
+                assert head.headers["retry-after"] == "1"
+            # closed streams free their places; a HEAD takes none
+            for _ in range(3):
+                head = await client.head("/events", headers={"User-Id": str(alice)})
+                assert head.status_code == 200
             async with open_stream(client, alice), open_stream(client, alice):
                 pass
 
