@@ -15,8 +15,8 @@ from messenger.access_log import AccessLogMiddleware
 from messenger.body_limit import BodyLimitMiddleware
 from messenger.discovery import Registration
 from messenger.errors import EXCEPTION_HANDLERS
-from messenger.feed import FeedSweeper
-from messenger.idempotency import KeySweeper
+from messenger.feed import feed_sweeper
+from messenger.idempotency import key_sweeper
 from messenger.keys import KeySet
 from messenger.metrics import Metrics
 from messenger.page_cache import PageCache
@@ -100,18 +100,15 @@ def create_app(
             stack.push_async_callback(services.wakeups.stop)
             for work, name in ((streams.read, "stream-reads"), (streams.poll, "stream-poll")):
                 stack.push_async_callback(_cancel, asyncio.create_task(work(pool), name=name))
-            feed_sweeper = FeedSweeper(settings, pool)
-            feed_sweeper.start()
-            stack.push_async_callback(feed_sweeper.stop)
+            for sweeper in (feed_sweeper(settings, pool), key_sweeper(settings, pool)):
+                sweeper.start()
+                stack.push_async_callback(sweeper.stop)
             if settings.auth_mode == "jwt":
                 services.tokens = await stack.enter_async_context(token_verifier(settings))
             if settings.relay_enabled:
                 services.relay = OutboxRelay(settings, services.outbox_pending)
                 services.relay.start()
                 stack.push_async_callback(services.relay.stop)
-            sweeper = KeySweeper(settings, pool)
-            sweeper.start()
-            stack.push_async_callback(sweeper.stop)
             await stack.enter_async_context(open_files.watch_open_files())
             await stack.enter_async_context(discovery.registered(registration))
             yield {"services": services}

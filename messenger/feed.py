@@ -6,8 +6,6 @@ and commit in order, so "every event after N" is exact on every instance. Rows o
 FEED_RETENTION are swept; a reader that finds a gap where swept rows were starts over.
 """
 
-import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -18,11 +16,11 @@ from messenger import db
 from messenger.responses import render_json
 from messenger.schemas import LISTED_CONVERSATION_KEYS, LISTED_MESSAGE_KEYS
 from messenger.settings import Settings
+from messenger.sweeper import Sweeper
 
 logger = logging.getLogger("messenger.feed")
 
 SWEEP_BATCH = 10_000
-SWEEP_BATCHES = 100  # per sweep, so one sweep stays bounded
 _MESSAGE = slice(db.FEED_COLUMNS, db.FEED_COLUMNS + len(LISTED_MESSAGE_KEYS))
 _CONVERSATION = slice(_MESSAGE.stop, _MESSAGE.stop + len(LISTED_CONVERSATION_KEYS))
 
@@ -107,42 +105,13 @@ async def read(conn: db.Executor, user_id: int, after: int, limit: int) -> FeedR
     return found.get((user_id, after), FeedRead(None, [], False))
 
 
-class FeedSweeper:
-    """Deletes events older than FEED_RETENTION every FEED_SWEEP_INTERVAL seconds.
-
-    Instances sweep side by side; SKIP LOCKED keeps them apart.
-    """
-
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
-        self.retention = settings.feed_retention
-        self.interval = settings.feed_sweep_interval
-        self.pool = pool
-        self.deleted = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="feed-sweep")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.sweep()
-            except db.DATABASE_ERRORS as error:
-                logger.warning("feed: sweep failed (%s); retrying later", error)
-
-    async def sweep(self) -> int:
-        deleted = 0
-        for _ in range(SWEEP_BATCHES):
-            count = await db.sweep_feed(self.pool, self.retention, SWEEP_BATCH)
-            deleted += count
-            if count < SWEEP_BATCH:
-                break
-        self.deleted += deleted
-        return deleted
+def feed_sweeper(settings: Settings, pool: asyncpg.Pool) -> Sweeper:
+    """Deletes events older than FEED_RETENTION every FEED_SWEEP_INTERVAL seconds."""
+    return Sweeper(
+        "feed",
+        db.sweep_feed,
+        pool,
+        age=settings.feed_retention,
+        interval=settings.feed_sweep_interval,
+        batch=SWEEP_BATCH,
+    )

@@ -20,7 +20,7 @@ from messenger.errors import (
     IDEMPOTENCY_KEY_REPEATED,
     IDEMPOTENCY_KEY_REUSED,
 )
-from messenger.idempotency import KeySweeper
+from messenger.idempotency import key_sweeper
 from messenger.settings import Settings
 from tests import factories, test_events
 from tests.conftest import TABLES, app_client
@@ -405,7 +405,7 @@ async def test_the_sweep_deletes_expired_keys_only_and_skips_locked_ones(
     await pool.execute(
         "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key <> 'k4'"
     )
-    sweeper = KeySweeper(settings, pool)
+    sweeper = key_sweeper(settings, pool)
 
     async with pool.acquire() as conn, conn.transaction():
         # A send taking over expired key k0 holds its row: the sweep passes it by, unblocked.
