@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic_settings import SettingsConfigDict
 
-from messenger.auth_types import Algorithms, HttpUrl, OptionalText
+from messenger.auth_settings import AuthSettings
 from messenger.live_settings import LiveSettings
 from messenger.sizes import parse_size
 
@@ -71,9 +71,9 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class Settings(LiveSettings):
-    """Everything the service and its jobs read from the environment (with live delivery's
-    settings, declared in live_settings.py).
+class Settings(LiveSettings, AuthSettings):
+    """Everything the service and its jobs read from the environment (with the settings of live
+    delivery and of authentication, declared in live_settings.py and auth_settings.py).
 
     Field names are the environment variable names, lower-cased (`PGHOST` -> `pghost`).
     """
@@ -270,44 +270,6 @@ class Settings(LiveSettings):
     schema_wait_interval: float = Field(default=2.0, gt=0)
     """`wait-for-schema` only: seconds between two looks at the schema's revision."""
 
-    auth_mode: Literal["header", "jwt"] = "header"
-    """How the caller is known (case-insensitive): `header` trusts the `User-Id` header as sent,
-    safe only behind a gateway that authenticates clients and sets it; `jwt` needs
-    `Authorization: Bearer <JWT>` on every route but `/health`, `/health/ready`, `/metrics` and
-    `/openapi.json` (see [the API](api.md#authentication)).
-    """
-    auth_jwks_url: HttpUrl = None
-    """`jwt` mode, required: the JSON Web Key Set whose keys sign the tokens (the OpenID
-    provider's `jwks_uri`), http or https. Fetched when first needed and cached.
-    """
-    auth_issuer: OptionalText = None
-    """`jwt` mode, required: the `iss` every token must carry, exactly (the provider's `issuer`).
-    """
-    auth_audience: OptionalText = None
-    """`jwt` mode, required: a value the token's `aud` must contain, this service's identifier at
-    the provider (its resource indicator or API identifier).
-    """
-    # Written as the variable is (the document shows it so); validated into a tuple.
-    auth_algorithms: Algorithms = Field(default="RS256,ES256,EdDSA", validate_default=True)
-    """`jwt` mode: the signature algorithms accepted, comma-separated, from RS256/384/512,
-    PS256/384/512, ES256/384/512 and EdDSA; `none` and HMAC stop the process at start.
-    """
-    auth_leeway: int = Field(default=30, ge=0, le=600)
-    """`jwt` mode: seconds of clock skew allowed when checking `exp`, `nbf` and `iat`."""
-    auth_user_claim: str = Field(default="sub", min_length=1)
-    """`jwt` mode: the claim holding the caller's user id, a positive integer or its decimal
-    string.
-    """
-    auth_jwks_min_refresh: float = Field(default=60.0, gt=0, le=86_400)
-    """`jwt` mode: a token whose key id is not in the cached key set refetches the set at most
-    once in this many seconds, however many ask: a key rotated in at the provider is found
-    without a restart, and made-up key ids cost the provider one fetch per interval.
-    """
-    auth_jwks_timeout: float = Field(default=5.0, gt=0, le=60)
-    """`jwt` mode: seconds one fetch of the key set may take in all; a request waiting for a key
-    that is not cached then gets 503 with `Retry-After`.
-    """
-
     web_app: bool = False
     """Serve the chat page at `/app/` (docs/chat-page.md); on in `test` for its browser test."""
 
@@ -341,19 +303,6 @@ class Settings(LiveSettings):
             }:
                 lowered[key] = value.lower()
         return {**defaults, **lowered}
-
-    @model_validator(mode="after")
-    def _check_jwt_mode(self) -> "Settings":
-        if self.auth_mode == "jwt":
-            required = ("auth_jwks_url", "auth_issuer", "auth_audience")
-            missing = [name.upper() for name in required if getattr(self, name) is None]
-            if missing:
-                them = "them" if len(missing) > 1 else "it"
-                raise ValueError(
-                    f"{', '.join(missing)}: required when AUTH_MODE=jwt"
-                    f" (set {them} in the environment)"
-                )
-        return self
 
     @property
     def broker_host(self) -> str:
