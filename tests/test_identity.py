@@ -30,6 +30,7 @@ ROUTES = [
     ("GET", "/conversations/{c}/messages", None),
     ("POST", "/conversations/{c}/messages", {"content": "hello"}),
     ("POST", "/conversations/{c}/view_horizon", {"index": 0}),
+    ("GET", "/events", None),
 ]
 OPEN_ROUTES = ["/health", "/health/ready", "/metrics", "/openapi.json"]
 
@@ -114,6 +115,18 @@ async def test_a_valid_token_names_the_caller_on_every_route(
         f"/conversations/{conversation_id}/view_horizon", json={"index": 1}, headers=as_bob
     )
     assert seen.status_code == 204
+
+
+async def test_the_event_stream_refuses_a_user_id_that_is_not_the_tokens(
+    client: httpx.AsyncClient, signing_key: SigningKey, pair: tuple[int, int]
+) -> None:
+    # Refused before the stream starts (the in-process transport cannot read an open stream;
+    # the jwt browser test reads one).
+    alice, bob = pair
+    as_alice = bearer(signing_key.token(alice))
+    posing = await client.get("/events", headers={**as_alice, "User-Id": str(bob)})
+    assert posing.status_code == 403
+    assert posing.json() == {"error": errors.USER_ID_NOT_TOKEN_USER}
 
 
 async def test_a_numeric_user_claim_is_a_user_id_too(
