@@ -182,35 +182,33 @@ ensure_nginx() {
   [ -x "$NGINX_BIN" ] || die "nginx is not installed"
 }
 
+# npm_ci_when_stale DIR: Node.js and npm (apt-get when missing), then `npm ci` in DIR when its
+# node_modules is missing or older than DIR/package-lock.json.
+npm_ci_when_stale() {
+  local dir="$1"
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+  fi
+  local installed="${dir}/node_modules/.package-lock.json"
+  if [ ! -f "$installed" ] || [ "${dir}/package-lock.json" -nt "$installed" ]; then
+    log "npm ci in ${dir}"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
 # ensure_browser: what the chat page's browser test runs (tests/browser): Debian's headless
 # Chromium and its chromedriver, and axe-core from tests/browser/package-lock.json (npm ci).
 ensure_browser() {
   if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     apt_install chromium chromium-driver
   fi
-  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    apt_install nodejs npm
-  fi
-  local installed="${ROOT}/tests/browser/node_modules/.package-lock.json"
-  if [ ! -f "$installed" ] || [ "${ROOT}/tests/browser/package-lock.json" -nt "$installed" ]; then
-    log "npm ci in ${ROOT}/tests/browser"
-    (cd "${ROOT}/tests/browser" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  fi
+  npm_ci_when_stale "${ROOT}/tests/browser"
 }
 
 # ensure_oidc_provider: the OpenID provider the jwt-mode tests run (tests/oidc: the npm package
-# oidc-provider at the versions package-lock.json pins), installed with `npm ci` when
-# node_modules is missing or older than the lock file.
-OIDC_DIR="${ROOT}/tests/oidc"
+# oidc-provider at the versions package-lock.json pins).
 ensure_oidc_provider() {
-  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    apt_install nodejs npm
-  fi
-  local installed="${OIDC_DIR}/node_modules/.package-lock.json"
-  if [ ! -f "$installed" ] || [ "${OIDC_DIR}/package-lock.json" -nt "$installed" ]; then
-    log "npm ci in ${OIDC_DIR}"
-    (cd "$OIDC_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  fi
+  npm_ci_when_stale "${ROOT}/tests/oidc"
 }
 
 # ensure_kube_tools: what the Kubernetes manifest tests run (tests/test_kubernetes.py), exported
