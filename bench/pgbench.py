@@ -48,8 +48,9 @@ class Script:
 
 
 SCRIPTS = (
-    # POST /conversations/{id}/messages: the one statement of a send.
-    Script("send.sql", "SEND_MESSAGE", ("channel_id", "user_id", "content")),
+    # POST /conversations/{id}/messages: the one statement of a send, a statement of one
+    # (the service's statements carry every send waiting for the conversation, db.batches).
+    Script("send.sql", "SEND_MESSAGES", ("channel_id", "sender_ids", "contents")),
     # GET /conversations/{id}/messages without a cursor: the first page, read anonymously, by
     # an instance without a cached copy of it.
     Script(

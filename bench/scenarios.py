@@ -118,7 +118,11 @@ def alternated(
             send_load("send, one conversation", [conv.send], 32, 1),
             "pgbench: send SQL",
             scratch / "send.sql",
-            {"channel_id": conv.pgbench, "user_id": 2, "content": MESSAGE_CONTENT},
+            {
+                "channel_id": conv.pgbench,
+                "sender_ids": "{2}",
+                "contents": f'{{"{MESSAGE_CONTENT}"}}',
+            },
         ),
     }
     if not args.quick:

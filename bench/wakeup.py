@@ -42,20 +42,19 @@ from bench.output import load_average, say, section
 from bench.shell import BenchFailed
 from messenger.db.conversations import create_conversation
 from messenger.db.feed import WOKEN
-from messenger.db.messages import SEND_MESSAGE
+from messenger.db.messages import SEND_MESSAGES
 
 CHANNEL = "bench_wakeup"
 GRACE = 2.0  # seconds to wait for stragglers after the last wake-up
 
 # The send statement with NOTIFY in it: the notification is queued in the send's transaction
 # and sent by its commit, which holds PostgreSQL's notify lock while it commits.
-_LAST_COLUMN = f"{WOKEN}\nFROM message, author"
-assert _LAST_COLUMN in SEND_MESSAGE
+_LAST_COLUMN = f"{WOKEN}\nFROM counter"
+assert _LAST_COLUMN in SEND_MESSAGES
 _NOTIFY = "(SELECT pg_notify('bench_wakeup', string_agg(user_id::text, ',')) FROM fed)"
 assert f"'{CHANNEL}'" in _NOTIFY
-SEND_AND_NOTIFY = SEND_MESSAGE.replace(
-    _LAST_COLUMN,
-    f"{WOKEN}, {_NOTIFY} AS notified\nFROM message, author",
+SEND_AND_NOTIFY = SEND_MESSAGES.replace(
+    _LAST_COLUMN, f"{WOKEN}, {_NOTIFY} AS notified\nFROM counter"
 )
 
 WAYS = ("none", "inside", "after", "fanout")
@@ -156,9 +155,9 @@ async def sender(
     notifier: Notifier | None,
 ) -> None:
     """Send in a closed loop until the deadline, the way `into.way` says."""
-    statement = SEND_AND_NOTIFY if into.way == "inside" else SEND_MESSAGE
+    statement = SEND_AND_NOTIFY if into.way == "inside" else SEND_MESSAGES
     while (started := time.monotonic()) < deadline:
-        row = await conn.fetchrow(statement, conversation, user, "wake up")
+        row = await conn.fetchrow(statement, conversation, [user], ["wake up"])
         into.latencies.append(time.monotonic() - started)
         into.sends += 1
         if notifier is not None and row is not None:

@@ -126,8 +126,8 @@ async def test_pgbench_runs_the_generated_scripts_against_the_schema(
         settings,
         tmp_path / "send.sql",
         channel_id=conversation,
-        user_id=alice,
-        content="hello from pgbench",
+        sender_ids=f"{{{alice}}}",
+        contents='{"hello from pgbench"}',
     )
     output = await pgbench(
         settings, tmp_path / "read.sql", channel_id=conversation, after_index=0, page_limit=1000
@@ -439,7 +439,7 @@ async def test_the_wakeup_bench_sends_with_the_service_statement_and_notifies_at
     async with pool.acquire() as listener, pool.acquire() as sender:
         await listener.add_listener(wakeup.CHANNEL, received)
         try:
-            row = await sender.fetchrow(wakeup.SEND_AND_NOTIFY, conversation, alice, "hi")
+            row = await sender.fetchrow(wakeup.SEND_AND_NOTIFY, conversation, [alice], ["hi"])
             payload = await asyncio.wait_for(payloads.get(), 5)
         finally:
             await listener.remove_listener(wakeup.CHANNEL, received)

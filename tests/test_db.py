@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from messenger import db, jobs
+from messenger.db import batches
 from messenger.errors import DATABASE_BUSY, DATABASE_UNAVAILABLE, Unavailable
 from messenger.settings import Settings
 from tests import factories
@@ -93,8 +94,8 @@ async def test_a_locked_conversation_stalls_only_its_own_senders(
 
         async with locked(pool, stuck):
             stuck_sends = [asyncio.ensure_future(send(client, stuck, a)) for _ in range(8)]
-            # Six connections wait on the lock, the last two stuck senders in their line.
-            await wait_for_lock_waiters(pool, small.pgdatabase, 6)
+            # Two statements wait on the lock, the other six stuck senders in their line.
+            await wait_for_lock_waiters(pool, small.pgdatabase, batches.IN_FLIGHT)
             others = [
                 *(client.get(f"/conversations/{other}/messages") for _ in range(10)),
                 *(send(client, other, d) for _ in range(6)),

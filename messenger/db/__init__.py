@@ -9,6 +9,7 @@ the client without per-row work in Python.
 use `db.<name>`.
 """
 
+from messenger.db.batches import send_message
 from messenger.db.conversations import (
     CREATE_CONVERSATION,
     FIND_CONVERSATION_BETWEEN,
@@ -37,9 +38,12 @@ from messenger.db.feed import (
 )
 from messenger.db.feed_events import FEED_COLUMNS, READ_FEEDS, read_feeds
 from messenger.db.idempotency_keys import (
+    MEMBERS_WOKEN,
     SEND_MESSAGE_WITH_KEY,
+    SENDER,
     STORED_ANSWER,
     SWEEP_IDEMPOTENCY_KEYS,
+    WRITE_MESSAGE_FEED,
     send_message_with_key,
     stored_answer,
     sweep_idempotency_keys,
@@ -48,18 +52,15 @@ from messenger.db.messages import (
     CONVERSATION_FOR_READER,
     LIST_MESSAGES_AFTER,
     LIST_MESSAGES_BEFORE,
-    MEMBERS_WOKEN,
     MESSAGE_COLUMNS,
     PAGE_WANTED,
-    SEND_MESSAGE,
-    SENDER,
+    SEND_MESSAGES,
     SENT_MESSAGE,
     WRITE_EVENT,
-    WRITE_MESSAGE_FEED,
     MessagePage,
     list_messages_after,
     list_messages_before,
-    send_message,
+    send_messages,
 )
 from messenger.db.outbox import (
     CLAIM_OUTBOX,
@@ -122,7 +123,7 @@ __all__ = [
     "READ_FEEDS",
     "RECORD_OUTBOX_FAILURES",
     "SENDER",
-    "SEND_MESSAGE",
+    "SEND_MESSAGES",
     "SEND_MESSAGE_WITH_KEY",
     "SENT_MESSAGE",
     "SET_VIEW_HORIZON",
@@ -163,6 +164,7 @@ __all__ = [
     "record_outbox_failures",
     "send_message",
     "send_message_with_key",
+    "send_messages",
     "set_view_horizon",
     "stored_answer",
     "sweep_feed",

@@ -9,17 +9,22 @@ every instance. Feed rows hold ids only; `feed_events` reads them back as events
 from messenger.db.pool import Executor
 
 
-def write_feed(*, members: str, after: str, event: str, source: str) -> str:
-    """CTEs that give each member an event at the next position of their feed.
+def write_feed(
+    *, members: str, after: str, event: str, source: str, count: str = "1", seq: str = ""
+) -> str:
+    """CTEs that give each member `count` events at the next positions of their feed.
 
     `members` selects the user ids; `after` names a CTE whose rows must exist, and which
     runs first (a send locks the conversation's counter row before any user's); `event` is
     the select list (channel_id, message_index, actor_id, kind) over `source`, which joins
-    `positions`. Users are locked in ascending id order, so two statements never wait for
-    each other's users in a cycle; the next event of a user waits for that user's row until
-    the previous one committed, so positions become visible in order. `fed` returns the ids
-    of the users whose streams to wake.
+    `positions` (each member's last position after the statement: `feed_seq`); `seq` is each
+    event's position over `source` (that last position when `count` is 1). Users are locked
+    in ascending id order, so two statements never wait for each other's users in a cycle;
+    the next event of a user waits for that user's row until the previous one committed, so
+    positions become visible in order. `fed` returns the ids of the users whose streams to
+    wake.
     """
+    seq = seq or "positions.feed_seq"
     return f"""
 readers AS (
     SELECT u.id FROM users u
@@ -28,20 +33,20 @@ readers AS (
     FOR NO KEY UPDATE OF u
 ),
 positions AS (
-    UPDATE users SET feed_seq = users.feed_seq + 1
+    UPDATE users SET feed_seq = users.feed_seq + {count}
     FROM readers WHERE users.id = readers.id
     RETURNING users.id, users.feed_seq
 ),
 fed AS (
     INSERT INTO feed (user_id, seq, channel_id, message_index, actor_id, kind)
-    SELECT positions.id, positions.feed_seq, {event}
+    SELECT positions.id, {seq}, {event}
     FROM {source}
     RETURNING user_id
 )"""
 
 
 # The users whose feeds a statement wrote, over `fed`.
-WOKEN = "ARRAY(SELECT user_id FROM fed ORDER BY user_id) AS woken"
+WOKEN = "ARRAY(SELECT DISTINCT user_id FROM fed ORDER BY user_id) AS woken"
 
 FEED_POSITION = "SELECT feed_seq FROM users WHERE id = $1"
 FEED_POSITIONS = "SELECT id, feed_seq FROM users WHERE id = ANY($1::bigint[])"

@@ -2,15 +2,29 @@
 
 import asyncpg
 
-from messenger.db.feed import WOKEN
-from messenger.db.messages import (
-    MEMBERS_WOKEN,
-    SENDER,
-    SENT_MESSAGE,
-    WRITE_EVENT,
-    WRITE_MESSAGE_FEED,
-)
+from messenger.db.feed import WOKEN, write_feed
+from messenger.db.messages import MEMBERS, MESSAGE_EVENT, SENT_MESSAGE, WRITE_EVENT
 from messenger.db.pool import Executor
+
+# The sender, if a member: $1 conversation, $2 sender ($3 content).
+SENDER = """
+author AS (
+    SELECT u.name
+    FROM users_channels uc JOIN users u ON u.id = uc.user_id
+    WHERE uc.channel_id = $1 AND uc.user_id = $2
+)"""
+
+# Each member's `message` event, written by the send itself (see db.feed).
+WRITE_MESSAGE_FEED = write_feed(
+    members=MEMBERS,
+    after="message",
+    event=MESSAGE_EVENT,
+    source="positions, message",
+)
+
+# What a replayed send answers in place of WOKEN: the members, whose feeds the first one wrote.
+MEMBERS_WOKEN = f"ARRAY({MEMBERS} ORDER BY user_id) AS woken"
+
 
 # $4 the key, $5 its lifetime in seconds. A key younger than that which this statement's
 # snapshot sees (`earlier`) answers with its message. Otherwise `claim` inserts the key first,

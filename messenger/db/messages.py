@@ -1,4 +1,4 @@
-"""Messages: a send (message, counter, outbox and feed events in one statement) and page reads."""
+"""Messages: sends (messages, counter, outbox and feed events in one statement) and page reads."""
 
 from dataclasses import dataclass
 
@@ -6,39 +6,22 @@ import asyncpg
 
 from messenger.db.columns import select_list
 from messenger.db.feed import WOKEN, write_feed
-from messenger.db.pool import Executor, Pool
+from messenger.db.pool import Connection, Executor
 from messenger.db.timestamps import ISO_UTC
 from messenger.schemas import LISTED_MESSAGE_KEYS, SENT_MESSAGE_KEYS
 
-# The parts of a send shared by SEND_MESSAGE and SEND_MESSAGE_WITH_KEY: $1 conversation,
-# $2 sender, $3 content.
-SENDER = """
-author AS (
-    SELECT u.name
-    FROM users_channels uc JOIN users u ON u.id = uc.user_id
-    WHERE uc.channel_id = $1 AND uc.user_id = $2
-)"""
+# The members of conversation $1, and the `message` feed event of `message` (see db.feed).
+MEMBERS = "SELECT user_id FROM users_channels WHERE channel_id = $1"
+MESSAGE_EVENT = "message.channel_id, message.index, message.user_id, 'message'"
 
-WRITE_EVENT = """
+# A send's outbox event, over `message` ($1 the conversation).
+WRITE_EVENT = f"""
 event AS (
     INSERT INTO outbox (channel_id, user_id, message_index, participant_ids)
     SELECT message.channel_id, message.user_id, message.index,
-           ARRAY(SELECT user_id FROM users_channels WHERE channel_id = $1 ORDER BY user_id)
-    FROM message
+           ARRAY({MEMBERS} ORDER BY user_id)
+    FROM message ORDER BY message.index
 )"""
-
-# Each member's `message` event, written by the send itself (see db.feed).
-WRITE_MESSAGE_FEED = write_feed(
-    members="SELECT user_id FROM users_channels WHERE channel_id = $1",
-    after="message",
-    event="message.channel_id, message.index, message.user_id, 'message'",
-    source="positions, message",
-)
-
-# What a replayed send answers in place of WOKEN: the members, whose feeds the first one wrote.
-MEMBERS_WOKEN = """ARRAY(
-    SELECT user_id FROM users_channels WHERE channel_id = message.channel_id ORDER BY user_id
-) AS woken"""
 
 # A SentMessage over `message` (a messages row) and `author` (its sender's users row).
 SENT_MESSAGE = select_list(
@@ -54,39 +37,67 @@ SENT_MESSAGE = select_list(
     },
 )
 
-SEND_MESSAGE = f"""
-WITH {SENDER},
+# A batch of sends into conversation $1: $2 the senders and $3 their contents, in arrival
+# order (`n`). The senders who are members (`author`) get consecutive indexes in that order
+# from one update of the counter row; each message its outbox event, and each member a
+# `message` event per message at consecutive positions of their feed. One row per message.
+SEND_MESSAGES = f"""
+WITH sends AS (
+    SELECT sends.n, sends.sender, sends.content
+    FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS sends(sender, content, n)
+),
+author AS MATERIALIZED (
+    SELECT sends.n, sends.sender, sends.content, u.name,
+           row_number() OVER (ORDER BY sends.n) AS k
+    FROM sends
+    JOIN users_channels uc ON uc.channel_id = $1 AND uc.user_id = sends.sender
+    JOIN users u ON u.id = sends.sender
+),
 counter AS (
-    UPDATE channels SET last_index = last_index + 1
+    UPDATE channels SET last_index = last_index + (SELECT count(*) FROM author)
     WHERE id = $1 AND EXISTS (SELECT FROM author)
-    RETURNING last_index
+    RETURNING last_index - (SELECT count(*) FROM author) AS base
 ),
 message AS (
     INSERT INTO messages (content, user_id, channel_id, index)
-    SELECT $3, $2, $1, last_index FROM counter
+    SELECT author.content, author.sender, $1, counter.base + author.k
+    FROM counter, author ORDER BY author.k
     RETURNING id, content, index, user_id, channel_id, inserted_at
 ),
 {WRITE_EVENT},
-{WRITE_MESSAGE_FEED}
-SELECT {SENT_MESSAGE}, {WOKEN}
-FROM message, author
+{
+    write_feed(
+        members=MEMBERS,
+        after="message",
+        event=MESSAGE_EVENT,
+        source="positions, message, counter",
+        count="(SELECT count(*) FROM author)",
+        seq="positions.feed_seq - (SELECT count(*) FROM author) + message.index - counter.base",
+    )
+}
+SELECT author.n, {SENT_MESSAGE}, {WOKEN}
+FROM counter JOIN author ON true JOIN message ON message.index = counter.base + author.k
 """
 
 
-async def send_message(
-    conn: Executor, channel_id: int, user_id: int, content: str
-) -> asyncpg.Record | None:
-    """Append a message, its outbox event and each member's feed event in one statement;
-    None if the user is no member. `woken` lists the members whose streams to wake.
+async def send_messages(
+    conn: Connection, channel_id: int, sends: list[tuple[int, str]]
+) -> list[asyncpg.Record | None]:
+    """Append these (sender, content) sends in one statement and its commit, in this order.
 
-    The counter row of the conversation is taken first, so senders of one conversation queue
-    up behind each other (from the pool, in the conversation's own line, see Pool); then the
-    members' rows, for the moment the statement and its commit take (see db.feed).
+    Each gets its sent message, with `woken` listing the members whose streams to wake, or
+    None if its sender is no member. The counter row of the conversation is taken first, so
+    statements of one conversation queue up behind each other; then the members' rows, for
+    the moment the statement and its commit take (see db.feed). One statement for many sends
+    is what lets a busy conversation take more sends than commits (see db.batches).
     """
-    if isinstance(conn, Pool):
-        async with conn.acquire(conversation=channel_id) as held:
-            return await held.fetchrow(SEND_MESSAGE, channel_id, user_id, content)
-    return await conn.fetchrow(SEND_MESSAGE, channel_id, user_id, content)
+    rows = await conn.fetch(
+        SEND_MESSAGES, channel_id, [sender for sender, _ in sends], [text for _, text in sends]
+    )
+    answers: list[asyncpg.Record | None] = [None] * len(sends)
+    for row in rows:
+        answers[row["n"] - 1] = row
+    return answers
 
 
 # A ListedMessage over `m` (a messages row) and `u` (its sender's users row).

@@ -117,6 +117,7 @@ class Pool(asyncpg.Pool):
         self.busy_count = 0  # acquires that ran out of time, for /metrics
         self.conversation_share = max(1, self.get_max_size() - self.get_max_size() // 4)
         self.lines: dict[int, Gate] = {}  # conversations with a send under way, and their line
+        self.send_lines: dict[int, Any] = {}  # conversations gathering sends (db.batches)
 
     def acquire(
         self, *, timeout: float | None = None, conversation: int | None = None

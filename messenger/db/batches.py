@@ -1,0 +1,160 @@
+"""Sends into one conversation, gathered into one statement while the ones before it commit.
+
+Every send takes its conversation's counter row and holds it through its commit, so one
+statement per send lets a busy conversation take one send per commit, however much CPU and
+however many connections are free. Here at most IN_FLIGHT statements of a conversation are
+under way at once (one committing, the next waiting for the row); a send arriving meanwhile
+waits in the conversation's line, and the next statement takes every send in line, in
+arrival order (`db.send_messages`). A conversation thus takes as many sends per commit as
+arrived during the last one, and a quiet one still sends each message at once, alone.
+
+Each send gets its own answer: its message, None when its sender is no member, or the
+error of the statement that carried it. The waits stay bounded: a send waits in line and
+for a connection PG_ACQUIRE_TIMEOUT in all (then PoolBusy, as any request would), and once
+taken, its statement's timeouts bound it.
+"""
+
+import asyncio
+from collections import deque
+
+import asyncpg
+
+from messenger.db.messages import send_messages
+from messenger.db.pool import Connection, Pool, PoolBusy
+
+IN_FLIGHT = 2  # statements of one conversation under way: one committing, one at the row
+BATCH_MAX = 500  # sends in one statement at most
+
+_LEAD = object()  # a send's answer that hands it a statement slot: it carries the line next
+
+
+class BatchAbandoned(ConnectionError):
+    """The statement carrying a send was cancelled: it may or may not have been stored."""
+
+
+class _Send:
+    __slots__ = ("answer", "content", "deadline", "in_line", "sender")
+
+    def __init__(self, sender: int, content: str, deadline: float) -> None:
+        self.sender = sender
+        self.content = content
+        self.deadline = deadline
+        self.in_line = False
+        self.answer: asyncio.Future[object] | None = None
+
+
+class _Line:
+    """A conversation's sends waiting for a statement, and its statements under way."""
+
+    __slots__ = ("statements", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: deque[_Send] = deque()
+        self.statements = 0
+
+
+async def send_message(
+    conn: Connection | Pool, channel_id: int, user_id: int, content: str
+) -> asyncpg.Record | None:
+    """Append a message, its outbox event and each member's feed event, and commit; None if
+    the user is no member. `woken` lists the members whose streams to wake.
+
+    Through the pool, the send may share its statement with other sends into the
+    conversation (see above); on a connection of its own, it is a statement of one.
+    """
+    if isinstance(conn, Pool):
+        return await _send_through(conn, channel_id, user_id, content)
+    return (await send_messages(conn, channel_id, [(user_id, content)]))[0]
+
+
+async def _send_through(
+    pool: Pool, channel_id: int, user_id: int, content: str
+) -> asyncpg.Record | None:
+    lines: dict[int, _Line] = pool.send_lines
+    line = lines.get(channel_id)
+    if line is None:
+        line = lines[channel_id] = _Line()
+    loop = asyncio.get_running_loop()
+    send = _Send(user_id, content, loop.time() + pool.acquire_timeout)
+    try:
+        if line.statements < IN_FLIGHT:
+            line.statements += 1
+        else:
+            answer = await _wait(pool, line, send)
+            if answer is not _LEAD:
+                assert answer is None or isinstance(answer, asyncpg.Record)
+                return answer
+        return await _carry(pool, channel_id, line, send)
+    finally:
+        if not line.statements and not line.waiting and lines.get(channel_id) is line:
+            del lines[channel_id]
+
+
+async def _wait(pool: Pool, line: _Line, send: _Send) -> object:
+    """Wait in line: for the answer of the statement that takes this send, or for _LEAD."""
+    loop = asyncio.get_running_loop()
+    send.answer = answer = loop.create_future()
+    send.in_line = True
+    line.waiting.append(send)
+    expiry = loop.call_at(send.deadline, _expire, pool, line, send)
+    try:
+        return await answer
+    except asyncio.CancelledError:
+        if send.in_line:
+            send.in_line = False
+            line.waiting.remove(send)
+        elif not answer.cancelled() and answer.exception() is None and answer.result() is _LEAD:
+            _pass_on(line)  # handed a slot just as this request was cancelled
+        raise
+    finally:
+        expiry.cancel()
+
+
+def _expire(pool: Pool, line: _Line, send: _Send) -> None:
+    if send.in_line and send.answer is not None and not send.answer.done():
+        send.in_line = False
+        line.waiting.remove(send)
+        pool.busy_count += 1
+        send.answer.set_exception(
+            PoolBusy(f"no database connection within {pool.acquire_timeout:g}s")
+        )
+
+
+async def _carry(pool: Pool, channel_id: int, line: _Line, send: _Send) -> asyncpg.Record | None:
+    """Holding a statement slot: send this send and everyone in line then; pass the slot on."""
+    try:
+        timeout = max(0.0, send.deadline - asyncio.get_running_loop().time())
+        async with pool.acquire(conversation=channel_id, timeout=timeout) as conn:
+            batch = [send]
+            while line.waiting and len(batch) < BATCH_MAX:
+                other = line.waiting.popleft()
+                other.in_line = False
+                batch.append(other)
+            try:
+                answers = await send_messages(
+                    conn, channel_id, [(each.sender, each.content) for each in batch]
+                )
+            except BaseException as error:
+                if isinstance(error, asyncio.CancelledError):
+                    error = BatchAbandoned("the statement carrying this send was cancelled")
+                for other in batch[1:]:
+                    if other.answer is not None and not other.answer.done():
+                        other.answer.set_exception(error)
+                raise
+            for other, answer in zip(batch[1:], answers[1:], strict=True):
+                if other.answer is not None and not other.answer.done():
+                    other.answer.set_result(answer)
+            return answers[0]
+    finally:
+        _pass_on(line)
+
+
+def _pass_on(line: _Line) -> None:
+    """Give a statement slot to the first send in line, or free it."""
+    while line.waiting:
+        send = line.waiting.popleft()
+        send.in_line = False
+        if send.answer is not None and not send.answer.done():
+            send.answer.set_result(_LEAD)
+            return
+    line.statements -= 1
