@@ -28,12 +28,14 @@ SIDES = ("A", "B")
 
 
 def loads(conv: scenarios.Conversations) -> list[Load]:
-    """The read, the send, the send with a new Idempotency-Key each, and the mixed scenario."""
+    """The read, the send at 32 and 256 connections, the send with a new Idempotency-Key
+    each, and the mixed scenario."""
     send = send_load("send, one conversation", [conv.send], 32, 1)
     keyed = send_load("send, new Idempotency-Key each", [conv.keyed], 32, 8)
     return [
         Load("list a 100-message conversation", f"/conversations/{conv.read}/messages", 32),
         send,
+        replace(send, connections=256),
         replace(keyed, idempotency_key=NEW_KEY_EACH),
         scenarios.mixed_load(conv),
     ]

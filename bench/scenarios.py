@@ -309,7 +309,7 @@ def planned_seconds(args: argparse.Namespace) -> float:
     if args.auth_compare:
         return float(2 * 2 * (args.rounds * seconds + warmup))
     if args.compare is not None:
-        return float(2 * 4 * (args.rounds * seconds + warmup))
+        return float(2 * 5 * (args.rounds * seconds + warmup))  # compare.loads, on A and B
     mixed = args.rounds * seconds + warmup
     if args.mixed:
         return float(mixed)

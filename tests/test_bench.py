@@ -402,7 +402,9 @@ def test_the_compare_option_runs_only_the_comparison() -> None:
     assert args.compare == "main"
     assert args.skip_large
     assert args.sustained == 0.0
-    assert scenarios.planned_seconds(args) == 2 * 4 * (5 * args.duration + args.warmup)
+    conv = scenarios.Conversations(1, 2, 3, 4, 5, [6], 7, [(8, 1, 2)])
+    loads = len(compare.loads(conv))
+    assert scenarios.planned_seconds(args) == 2 * loads * (5 * args.duration + args.warmup)
     assert cli.parse([]).compare is None
 
 
