@@ -1,6 +1,6 @@
-"""The targets of issue 8 (one serving process, as users run it) and the 1M-message one of
-issue 3, checked against the figures of a run. A miss is a finding, not a failure: the bench
-exits 0 either way."""
+"""The targets of issues 8 and 18 (one serving process, as users run it) and the 1M-message
+one of issue 3, checked against the figures of a run. A miss is a finding, not a failure: the
+bench exits 0 either way."""
 
 from dataclasses import dataclass
 
@@ -9,8 +9,10 @@ from bench.report import Report
 from bench.sustained import Sustained
 from bench.wrk import WrkResult, combine, median_result
 
-READ_VS_PGBENCH = 0.25
+READ_VS_PGBENCH = 0.5
 SEND_VS_PGBENCH = 0.80
+READ_CPU_US = 250.0  # the service's CPU per 100-message read, median round
+SEND_CPU_US = 400.0  # per send, its event's publishing included
 SEND_P99_MS = 40.0
 SEND_256_P99_MS = 200.0
 EVENTS_VS_SENDS = 1.0  # published / sent during the sustained load, two decimals
@@ -40,6 +42,14 @@ def check(figures: Figures, report: Report) -> None:
             pair.median_ratio >= target,
             f"{name}: service req/s / pgbench tps of its SQL = {pair.describe()}",
             f">= {target}",
+        )
+    for key, name, limit in (
+        ("read", "100-message read", READ_CPU_US),
+        ("send_32", "send at 32 connections", SEND_CPU_US),
+    ):
+        cpu = median_result(figures.paired[key].service).cpu_us_per_request
+        report.target(
+            cpu <= limit, f"{name}: CPU {cpu:.0f} us per request, median round", f"<= {limit:g} us"
         )
     p99 = median_result(figures.paired["send_32"].service).p99_ms
     report.target(
