@@ -77,8 +77,9 @@ def compare(
     progress: Progress,
 ) -> None:
     by_side = {side: loads(conversations[side]) for side in SIDES}
+    names = [f"{load.name} at {load.connections}" for load in by_side["A"]]
     results: dict[str, dict[str, list[WrkResult]]] = {
-        load.name: {side: [] for side in SIDES} for load in by_side["A"]
+        name: {side: [] for side in SIDES} for name in names
     }
     for service in sides.values():
         asyncio.run(delete_queue(service.queue))
@@ -88,21 +89,20 @@ def compare(
         for number in range(1, args.rounds + 1):
             warmup = args.warmup if number == 1 else 0
             order = SIDES if number % 2 else SIDES[::-1]
-            for index, load in enumerate(by_side["A"]):
+            for index, name in enumerate(names):
                 for side in order:
                     side_load = by_side[side][index]
-                    progress.step(f"{load.name}, {side}, round {number}", args.duration + warmup)
+                    progress.step(f"{name}, {side}, round {number}", args.duration + warmup)
                     result = wrk(sides[side], side_load, args.duration, warmup)
-                    results[load.name][side].append(result)
+                    results[name][side].append(result)
                     say(f"    {side}: {round_line(result)}")
     finally:
         for service in sides.values():
             service.stop()
             asyncio.run(delete_queue(service.queue))
     section(f"medians (ranges) of {args.rounds} rounds; A = {args.compare}, B = this tree")
-    connections = {load.name: load.connections for load in by_side["A"]}
     for name, rounds in results.items():
-        say(f"  {name} at {connections[name]}:")
+        say(f"  {name}:")
         for side in SIDES:
             say(f"    {side}: {medians_line(rounds[side])}")
         ratio = median(rounds["B"], "cpu") / median(rounds["A"], "cpu")
