@@ -33,6 +33,9 @@ class BodyLimitMiddleware:
 
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
+        if declared is None and "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body (RFC 9112 6.3): nothing to wait for
+            return
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_size:
             await error_response(413, BODY_TOO_LARGE)(scope, receive, send)
             return

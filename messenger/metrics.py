@@ -70,14 +70,22 @@ class Metrics:
             buckets=DELIVERY_BUCKETS,
             registry=self.registry,
         )
+        # The request series by (method, route, status), looked up once each.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._figures = _ScrapeTimeFigures()
         self.registry.register(self._figures)
 
     def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
-        route = route_template(scope, self.routes)
-        labels = (scope["method"], route, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        labels = (scope["method"], route_template(scope, self.routes), status)
+        series = self._series.get(labels)
+        if series is None:  # a method the HTTP parser knows, a route template, a status: few
+            named = (labels[0], labels[1], str(status))
+            series = self._series[labels] = (
+                self.requests.labels(*named),
+                self.latency.labels(*named),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def render(self, dependencies: Dependencies, found: Probe, accept: str) -> tuple[bytes, str]:
         """The exposition (format chosen by the Accept header) and its content type."""

@@ -133,6 +133,7 @@ class Pool(asyncpg.Pool):
         event loop per request, for a release that, without a transaction to roll back, a
         cancellation in flight, or a connection to close, never waits (keep_session resets
         nothing), so no cancellation can stop it halfway. Anything else goes asyncpg's way.
+        `timeout` bounds nothing on this path: nothing waits.
         """
         con: Any = getattr(connection, "_con", None)
         holder: Any = getattr(connection, "_holder", None)
@@ -140,6 +141,7 @@ class Pool(asyncpg.Pool):
             con is None
             or holder is None
             or holder._pool is not self
+            or holder._in_use is None
             or con.is_closed()
             or con._top_xact is not None
             or con._protocol.is_in_transaction()
@@ -149,8 +151,14 @@ class Pool(asyncpg.Pool):
         ):
             await super().release(connection, timeout=timeout)
             return
+        # What holder.release does on this path, without its timeout scope and reset calls:
+        # with no transaction, listener or session state (keep_session), they do nothing.
         con._on_release()
-        await holder.release(holder._timeout if timeout is None else timeout)
+        con._listeners.clear()
+        con._log_listeners.clear()
+        holder._timeout = None
+        holder._release()
+        holder._setup_inactive_callback()
 
 
 if TYPE_CHECKING:
