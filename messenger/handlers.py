@@ -51,7 +51,7 @@ def _path_id(request: Request, name: str) -> int:
 
 
 def _query_integer(request: Request, name: str, *, minimum: int) -> int | None:
-    raw = request.query_params.get(name)
+    raw = request.query_params.get(name) if request.scope["query_string"] else None
     if raw is None:
         return None
     value = integer(raw, minimum=minimum)
@@ -61,7 +61,7 @@ def _query_integer(request: Request, name: str, *, minimum: int) -> int | None:
 
 
 def _query_flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name)
+    raw = request.query_params.get(name) if request.scope["query_string"] else None
     if raw is None or raw == "false":
         return False
     if raw == "true":

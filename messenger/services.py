@@ -32,7 +32,7 @@ class Services:
 
     @staticmethod
     def of(request: Request) -> "Services":
-        services: Services = request.state.services
+        services: Services = request.scope["state"]["services"]  # the lifespan's state
         return services
 
     def outbox_written(self) -> None:
