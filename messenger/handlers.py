@@ -268,14 +268,11 @@ async def send_message(request: Request) -> Response:
     content = _content(await _json_object(request))
     services = Services.of(request)
     async with db.unavailable_as_503():
-        if key is None:
-            row = await db.send_message(services.pool, conversation_id, user_id, content)
-        else:
-            row = await _send_once(services, conversation_id, user_id, content, key)
+        row = await _send_once(services, conversation_id, user_id, content, key)
         if row is None:
             await _membership_error(services, conversation_id, user_id)
             raise BadRequest(NOT_IN_CONVERSATION.format(id=user_id))
-    if key is None or not row["replayed"]:
+    if not row["replayed"]:
         services.outbox_written()
         services.feeds_written(row["woken"])
     message = {key: row[key] for key in SENT_MESSAGE_KEYS}
@@ -283,16 +280,17 @@ async def send_message(request: Request) -> Response:
 
 
 async def _send_once(
-    services: Services, conversation_id: int, user_id: int, content: str, key: str
+    services: Services, conversation_id: int, user_id: int, content: str, key: str | None
 ) -> asyncpg.Record | None:
-    """Send under an idempotency key: the first request stores, a repeat gets the stored message.
+    """Send, once per idempotency key: the first request stores, a repeat gets the stored
+    message.
 
     A request that raced the first one with the key waited for it inside the statement and
     stored nothing; the second statement reads what the first one stored.
     """
     ttl = services.settings.idempotency_key_ttl
-    row = await db.send_message_with_key(services.pool, conversation_id, user_id, content, key, ttl)
-    if row is None:
+    row = await db.send_message(services.pool, conversation_id, user_id, content, key, ttl)
+    if row is None and key is not None:
         row = await db.stored_answer(services.pool, conversation_id, user_id, key, ttl)
     if row is not None and row["replayed"] and row["content"] != content:
         raise Unprocessable(IDEMPOTENCY_KEY_REUSED)

@@ -683,7 +683,10 @@ async def test_an_unexpected_error_is_a_500_naming_only_the_request_id(
 
 STATEMENTS = {
     "send": (db.SEND_MESSAGES, [1, [1, 2, 1], ["x", "y", "z"]]),
-    "send with a key": (db.SEND_MESSAGE_WITH_KEY, [1, 1, "x", "key", 86400.0]),
+    "send with a key": (
+        db.SEND_MESSAGES_WITH_KEYS,
+        [1, [1, 2], ["x", "y"], ["key", None], 86400.0],
+    ),
     "stored answer of a key": (db.STORED_ANSWER, [1, 1, "key", 86400.0]),
     "list messages after": (db.LIST_MESSAGES_AFTER, [1, 0, 100, 1, None]),
     "list messages before": (db.LIST_MESSAGES_BEFORE, [1, 50, 100, 1, None]),

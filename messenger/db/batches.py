@@ -8,8 +8,10 @@ waits in the conversation's line, and the next statement takes every send in lin
 arrival order (`db.send_messages`). A conversation thus takes as many sends per commit as
 arrived during the last one, and a quiet one still sends each message at once, alone.
 
-Each send gets its own answer: its message, None when its sender is no member, or the
-error of the statement that carried it. The waits stay bounded: a send waits in line and
+Each send gets its own answer: its message, None when its sender is no member (or a send
+racing it with its Idempotency-Key stored first), or the error of the statement that carried
+it. A statement never carries one sender's key twice: the later send waits for the next one,
+which finds the key stored and replays its answer. The waits stay bounded: a send waits in line and
 for a connection PG_ACQUIRE_TIMEOUT in all (then PoolBusy, as any request would), and once
 taken, its statement's timeouts bound it.
 """
@@ -33,11 +35,15 @@ class BatchAbandoned(ConnectionError):
 
 
 class _Send:
-    __slots__ = ("answer", "content", "deadline", "in_line", "sender")
+    __slots__ = ("answer", "content", "deadline", "in_line", "key", "key_ttl", "sender")
 
-    def __init__(self, sender: int, content: str, deadline: float) -> None:
+    def __init__(
+        self, sender: int, content: str, key: str | None, key_ttl: float, deadline: float
+    ) -> None:
         self.sender = sender
         self.content = content
+        self.key = key
+        self.key_ttl = key_ttl
         self.deadline = deadline
         self.in_line = False
         self.answer: asyncio.Future[object] | None = None
@@ -54,28 +60,33 @@ class _Line:
 
 
 async def send_message(
-    conn: Connection | Pool, channel_id: int, user_id: int, content: str
+    conn: Connection | Pool,
+    channel_id: int,
+    user_id: int,
+    content: str,
+    key: str | None = None,
+    key_ttl: float = 0.0,
 ) -> asyncpg.Record | None:
-    """Append a message, its outbox event and each member's feed event, and commit; None if
-    the user is no member. `woken` lists the members whose streams to wake.
+    """Append a message, its outbox event and each member's feed event, and commit, once per
+    `key` younger than `key_ttl` seconds (`replayed`: that key's message); None if the user
+    is no member, or if a send racing this one stored its key first (see SEND_MESSAGES).
+    `woken` lists the members whose streams to wake.
 
     Through the pool, the send may share its statement with other sends into the
     conversation (see above); on a connection of its own, it is a statement of one.
     """
+    send = _Send(user_id, content, key, key_ttl, asyncio.get_running_loop().time())
     if isinstance(conn, Pool):
-        return await _send_through(conn, channel_id, user_id, content)
-    return (await send_messages(conn, channel_id, [(user_id, content)]))[0]
+        send.deadline += conn.acquire_timeout
+        return await _send_through(conn, channel_id, send)
+    return (await send_messages(conn, channel_id, [(user_id, content, key)], key_ttl))[0]
 
 
-async def _send_through(
-    pool: Pool, channel_id: int, user_id: int, content: str
-) -> asyncpg.Record | None:
+async def _send_through(pool: Pool, channel_id: int, send: _Send) -> asyncpg.Record | None:
     lines: dict[int, _Line] = pool.send_lines
     line = lines.get(channel_id)
     if line is None:
         line = lines[channel_id] = _Line()
-    loop = asyncio.get_running_loop()
-    send = _Send(user_id, content, loop.time() + pool.acquire_timeout)
     try:
         if line.statements < IN_FLIGHT:
             line.statements += 1
@@ -125,14 +136,13 @@ async def _carry(pool: Pool, channel_id: int, line: _Line, send: _Send) -> async
     try:
         timeout = max(0.0, send.deadline - asyncio.get_running_loop().time())
         async with pool.acquire(conversation=channel_id, timeout=timeout) as conn:
-            batch = [send]
-            while line.waiting and len(batch) < BATCH_MAX:
-                other = line.waiting.popleft()
-                other.in_line = False
-                batch.append(other)
+            batch = _take(line, send)
             try:
                 answers = await send_messages(
-                    conn, channel_id, [(each.sender, each.content) for each in batch]
+                    conn,
+                    channel_id,
+                    [(each.sender, each.content, each.key) for each in batch],
+                    send.key_ttl,
                 )
             except BaseException as error:
                 if isinstance(error, asyncio.CancelledError):
@@ -147,6 +157,23 @@ async def _carry(pool: Pool, channel_id: int, line: _Line, send: _Send) -> async
             return answers[0]
     finally:
         _pass_on(line)
+
+
+def _take(line: _Line, send: _Send) -> list[_Send]:
+    """`send` and the sends in line, up to BATCH_MAX; a sender's key already taken stays."""
+    batch = [send]
+    keys = {(send.sender, send.key)}
+    staying: list[_Send] = []
+    while line.waiting and len(batch) < BATCH_MAX:
+        other = line.waiting.popleft()
+        if other.key is not None and (other.sender, other.key) in keys:
+            staying.append(other)
+            continue
+        keys.add((other.sender, other.key))
+        other.in_line = False
+        batch.append(other)
+    line.waiting.extendleft(reversed(staying))
+    return batch
 
 
 def _pass_on(line: _Line) -> None:

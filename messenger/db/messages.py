@@ -37,36 +37,69 @@ SENT_MESSAGE = select_list(
     },
 )
 
-# A batch of sends into conversation $1: $2 the senders and $3 their contents, in arrival
-# order (`n`). The senders who are members (`author`) get consecutive indexes in that order
-# from one update of the counter row; each message its outbox event, and each member a
-# `message` event per message at consecutive positions of their feed. One row per message.
-SEND_MESSAGES = f"""
-WITH sends AS (
-    SELECT sends.n, sends.sender, sends.content
-    FROM unnest($2::bigint[], $3::text[]) WITH ORDINALITY AS sends(sender, content, n)
+# What a replayed send answers in place of WOKEN: the members, whose feeds the first one wrote.
+MEMBERS_WOKEN = f"ARRAY({MEMBERS} ORDER BY user_id) AS woken"
+
+# Two statements store a batch of sends into conversation $1, in arrival order (`n`), from
+# $2 the senders and $3 their contents; senders who are no members get no row.
+# SEND_MESSAGES_WITH_KEYS also takes $4 their Idempotency-Keys (NULL: none) and $5 a key's
+# lifetime in seconds, for a batch with a key in it:
+# - A key younger than that which this statement's snapshot sees (`earlier`) answers with its
+#   message (`replayed`), and nothing is written for it.
+# - Otherwise `claim` inserts the key, naming the message id it takes from the sequence. A
+#   send racing another with the same key waits in that insert (unique index) until the other
+#   commits, then inserts nothing, so it stores nothing and gets no row: its caller reads the
+#   stored answer. An expired key still in the table is taken over. Keys are claimed in one
+#   order, (sender, key), so two statements never wait for each other's keys in a cycle; a
+#   batch never holds one key twice (db.batches).
+# In both, the sends to store (`author`) get consecutive indexes in arrival order from one
+# update of the counter row (taken after the keys); each message its outbox event, and each
+# member a `message` event per message at consecutive positions of their feed.
+_MEMBER = """
+    JOIN users_channels uc ON uc.channel_id = $1 AND uc.user_id = sends.sender
+    JOIN users u ON u.id = sends.sender"""
+
+_CLAIMS = f"""
+member AS MATERIALIZED (
+    SELECT sends.n, sends.sender, sends.content, sends.key, u.name
+    FROM sends{_MEMBER}
 ),
+earlier AS MATERIALIZED (
+    SELECT member.n, k.message_id
+    FROM member JOIN idempotency_keys k
+        ON k.channel_id = $1 AND k.user_id = member.sender AND k.key = member.key
+    WHERE k.created_at > now() - make_interval(secs => $5)
+),
+claim AS (
+    INSERT INTO idempotency_keys (channel_id, user_id, key, message_id)
+    SELECT $1, member.sender, member.key, nextval(pg_get_serial_sequence('messages', 'id'))
+    FROM member
+    WHERE member.key IS NOT NULL AND member.n NOT IN (SELECT n FROM earlier)
+    ORDER BY member.sender, member.key
+    ON CONFLICT (channel_id, user_id, key) DO UPDATE
+        SET message_id = excluded.message_id, created_at = excluded.created_at
+        WHERE idempotency_keys.created_at <= now() - make_interval(secs => $5)
+    RETURNING user_id, key, message_id
+),
+author AS MATERIALIZED (
+    SELECT member.n, member.sender, member.content, member.name, claim.message_id,
+           row_number() OVER (ORDER BY member.n) AS k
+    FROM member LEFT JOIN claim ON claim.user_id = member.sender AND claim.key = member.key
+    WHERE member.key IS NULL OR claim.message_id IS NOT NULL
+),"""
+
+_AUTHORS = f"""
 author AS MATERIALIZED (
     SELECT sends.n, sends.sender, sends.content, u.name,
            row_number() OVER (ORDER BY sends.n) AS k
-    FROM sends
-    JOIN users_channels uc ON uc.channel_id = $1 AND uc.user_id = sends.sender
-    JOIN users u ON u.id = sends.sender
-),
-counter AS (
-    UPDATE channels SET last_index = last_index + (SELECT count(*) FROM author)
-    WHERE id = $1 AND EXISTS (SELECT FROM author)
-    RETURNING last_index - (SELECT count(*) FROM author) AS base
-),
-message AS (
-    INSERT INTO messages (content, user_id, channel_id, index)
-    SELECT author.content, author.sender, $1, counter.base + author.k
-    FROM counter, author ORDER BY author.k
-    RETURNING id, content, index, user_id, channel_id, inserted_at
-),
-{WRITE_EVENT},
-{
-    write_feed(
+    FROM sends{_MEMBER}
+),"""
+
+
+def _send_statement(*, keyed: bool) -> str:
+    keys = ", $4::text[]" if keyed else ""
+    new_id = "coalesce(author.message_id, nextval(pg_get_serial_sequence('messages', 'id')))"
+    feed = write_feed(
         members=MEMBERS,
         after="message",
         event=MESSAGE_EVENT,
@@ -74,26 +107,63 @@ message AS (
         count="(SELECT count(*) FROM author)",
         seq="positions.feed_seq - (SELECT count(*) FROM author) + message.index - counter.base",
     )
-}
-SELECT author.n, {SENT_MESSAGE}, {WOKEN}
+    replays = f"""UNION ALL
+SELECT earlier.n, true, {SENT_MESSAGE}, {MEMBERS_WOKEN}
+FROM earlier
+JOIN messages message ON message.id = earlier.message_id
+JOIN users author ON author.id = message.user_id"""
+    return f"""
+WITH sends AS (
+    SELECT *
+    FROM unnest($2::bigint[], $3::text[]{keys}) WITH ORDINALITY
+        AS sends(sender, content{", key" if keyed else ""}, n)
+),{_CLAIMS if keyed else _AUTHORS}
+counter AS (
+    UPDATE channels SET last_index = last_index + (SELECT count(*) FROM author)
+    WHERE id = $1 AND EXISTS (SELECT FROM author)
+    RETURNING last_index - (SELECT count(*) FROM author) AS base
+),
+message AS (
+    INSERT INTO messages ({"id, " if keyed else ""}content, user_id, channel_id, index)
+    SELECT {new_id + ", " if keyed else ""}author.content, author.sender, $1,
+           counter.base + author.k
+    FROM counter, author ORDER BY author.k
+    RETURNING id, content, index, user_id, channel_id, inserted_at
+),
+{WRITE_EVENT},
+{feed}
+SELECT author.n, false AS replayed, {SENT_MESSAGE}, {WOKEN}
 FROM counter JOIN author ON true JOIN message ON message.index = counter.base + author.k
-"""
+{replays if keyed else ""}"""
+
+
+SEND_MESSAGES = _send_statement(keyed=False)
+SEND_MESSAGES_WITH_KEYS = _send_statement(keyed=True)
+
+Send = tuple[int, str, str | None]  # sender, content, Idempotency-Key
 
 
 async def send_messages(
-    conn: Connection, channel_id: int, sends: list[tuple[int, str]]
+    conn: Connection, channel_id: int, sends: list[Send], key_ttl: float
 ) -> list[asyncpg.Record | None]:
-    """Append these (sender, content) sends in one statement and its commit, in this order.
+    """Append these sends in one statement and its commit, in this order; see the statements.
 
-    Each gets its sent message, with `woken` listing the members whose streams to wake, or
-    None if its sender is no member. The counter row of the conversation is taken first, so
-    statements of one conversation queue up behind each other; then the members' rows, for
-    the moment the statement and its commit take (see db.feed). One statement for many sends
-    is what lets a busy conversation take more sends than commits (see db.batches).
+    Each gets its sent message (`replayed` when a key's earlier answer), with `woken` listing
+    the members whose streams to wake, or None: its sender is no member, or a send racing it
+    with its key stored first (`stored_answer` finds that one). The counter row of the
+    conversation is taken after the keys, so statements of one conversation queue up behind
+    each other; then the members' rows, for the moment the statement and its commit take (see
+    db.feed). One statement for many sends is what lets a busy conversation take more sends
+    than commits (see db.batches).
     """
-    rows = await conn.fetch(
-        SEND_MESSAGES, channel_id, [sender for sender, _ in sends], [text for _, text in sends]
-    )
+    senders, contents = [send[0] for send in sends], [send[1] for send in sends]
+    keys = [send[2] for send in sends]
+    if any(key is not None for key in keys):
+        rows = await conn.fetch(
+            SEND_MESSAGES_WITH_KEYS, channel_id, senders, contents, keys, key_ttl
+        )
+    else:
+        rows = await conn.fetch(SEND_MESSAGES, channel_id, senders, contents)
     answers: list[asyncpg.Record | None] = [None] * len(sends)
     for row in rows:
         answers[row["n"] - 1] = row
