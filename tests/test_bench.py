@@ -19,7 +19,7 @@ import httpx
 import jwt
 import pytest
 
-from bench import auth, cli, compare, figures, output, report, scenarios, targets, wakeup
+from bench import auth, cli, compare, figures, output, report, scenarios, shares, targets, wakeup
 from bench import pgbench as bench_sql
 from bench.database import Database
 from bench.pgbench import PgbenchResult
@@ -471,3 +471,25 @@ async def test_the_wakeup_bench_sends_with_the_service_statement_and_notifies_at
     assert sorted(map(int, payload.split(","))) == sorted([alice, bob])
     response = await client.get(f"/conversations/{conversation}/messages")
     assert [message["content"] for message in response.json()["messages"]] == ["hi"]
+
+
+def test_profile_shares_put_each_busy_sample_in_its_first_part_and_leave_waits_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "read.txt"
+    profile.write_text(
+        "run (uvicorn/server.py:1);Starlette.__call__ (starlette/applications.py:2);"
+        "list_messages (messenger/handlers.py:3);Pool.fetch (asyncpg/pool.py:4) 30\n"
+        "run (uvicorn/server.py:1);Starlette.__call__ (starlette/applications.py:2);"
+        "list_messages (messenger/handlers.py:3) 10\n"
+        "run (uvicorn/server.py:1);uv__io_poll (linux.c:5);epoll_wait (libc.so.6) 500\n"
+        "LogWriter._write (messenger/logs.py:6);time_sleep (libpython3.11.so.1.0) 70\n"
+    )
+
+    shares.main([str(profile)])
+
+    table = capsys.readouterr().out
+    assert "| statement: asyncpg protocol and its socket | 75% |" in table
+    assert "| handler, page cache, JSON | 25% |" in table
+    assert "| access log (request side and writer thread) | 0% |" in table
+    assert table.rstrip().endswith("| samples (busy) | 40 |")
