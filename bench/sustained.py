@@ -184,5 +184,6 @@ def summary(run: Sustained) -> str:
         f"  {run.name}: {run.sent / seconds:,.0f} sends/s, {run.published / seconds:,.0f}"
         f" events/s published during the load (ratio {run.ratio:.2f}); oldest pending"
         f" {run.oldest_age:.1f} s at worst; drained {drained} after the load; service CPU"
-        f" {run.load.cpu_share:.0%}{cpu}"
+        f" {run.load.cpu_share:.0%}{cpu}; wrk errors {run.load.errors}, non-2xx"
+        f" {run.load.non_2xx}"
     )

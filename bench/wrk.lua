@@ -37,8 +37,12 @@ end
 local paths = os.getenv("BENCH_PATHS")
 if paths ~= nil and paths ~= "" then
   local requests = {}
-  for path in string.gmatch(paths, "%S+") do
-    requests[#requests + 1] = wrk.format(nil, path)
+  -- Built in init: wrk knows the Host header by then, not while it loads this script (a
+  -- request without one is refused: HTTP/1.1 needs exactly one).
+  function init(args)
+    for path in string.gmatch(paths, "%S+") do
+      requests[#requests + 1] = wrk.format(nil, path)
+    end
   end
   local next_request = 0
   function request()

@@ -25,7 +25,7 @@ from bench.database import Database
 from bench.pgbench import PgbenchResult
 from bench.service import Service
 from bench.shell import BenchFailed
-from bench.wrk import Load, WrkResult, wrk_command
+from bench.wrk import Load, WrkResult, send_load, wrk_command
 from messenger import db
 from messenger.settings import Settings
 from tests import factories
@@ -367,9 +367,12 @@ def test_the_mixed_option_runs_only_the_mixed_scenario() -> None:
     assert scenarios.planned_seconds(args) == args.rounds * args.duration + args.warmup
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
-def test_the_mixed_load_sends_reads_sends_and_lists_by_members(tmp_path: Path) -> None:
-    seen: list[tuple[str, str, str | None, str | None]] = []
+Seen = list[tuple[str, str, str | None, str | None]]  # method, path, User-Id, Host
+
+
+def run_wrk(load: Load, tmp_path: Path) -> tuple[Seen, int]:
+    """`load` under wrk for a second against a server that records each request."""
+    seen: Seen = []
 
     class Recorder(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -392,19 +395,40 @@ def test_the_mixed_load_sends_reads_sends_and_lists_by_members(tmp_path: Path) -
     try:
         database = Database("127.0.0.1", 5432, "postgres", "unused")
         service = Service(database, server.server_address[1], "unused", tmp_path / "log")
-        conversations = ((11, 1, 2), (12, 2, 3))
-        load = Load("mixed", "/health", 2, mixed=conversations, shares=(70, 20))
         command, env = wrk_command(service, load, 1)
         subprocess.run(command, env=env, capture_output=True, check=True, timeout=30)
     finally:
         server.shutdown()
         server.server_close()
+    return seen, server.server_address[1]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_a_send_load_over_several_conversations_sends_to_each_with_a_host(tmp_path: Path) -> None:
+    load = send_load("sustained", [11, 12, 13], 2, 5)
+
+    seen, port = run_wrk(load, tmp_path)
+
+    assert len(seen) > 100
+    assert {(method, user, host) for method, _, user, host in seen} == {
+        ("POST", "5", f"127.0.0.1:{port}")
+    }
+    assert {path for _, path, _, _ in seen} == {
+        f"/conversations/{c}/messages" for c in (11, 12, 13)
+    }
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_the_mixed_load_sends_reads_sends_and_lists_by_members(tmp_path: Path) -> None:
+    conversations = ((11, 1, 2), (12, 2, 3))
+    load = Load("mixed", "/health", 2, mixed=conversations, shares=(70, 20))
+    seen, port = run_wrk(load, tmp_path)
 
     assert len(seen) > 200
     members = {11: {"1", "2"}, 12: {"2", "3"}}
     kinds = {"read": 0, "send": 0, "list": 0}
     for method, path, user, host in seen:
-        assert host == f"127.0.0.1:{server.server_address[1]}"
+        assert host == f"127.0.0.1:{port}"
         if path == "/conversations":
             assert method == "GET"
             kinds["list"] += 1
