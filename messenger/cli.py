@@ -7,7 +7,6 @@ import os
 import sys
 
 from messenger import __version__
-from messenger.jobs import JobFailed
 from messenger.logs import configure_logging
 from messenger.settings import Settings, load_settings
 
@@ -149,11 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     run, _ = COMMANDS[name]
     try:
         return run(settings)
-    except JobFailed as error:
-        print(f"messenger {name}: failed: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        # Imported here: alembic and SQLAlchemy (about 20 MB) load only in the jobs that use them.
+        from messenger.jobs import JobFailed
+
+        if not isinstance(error, JobFailed):
+            raise
+        print(f"messenger {name}: failed: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

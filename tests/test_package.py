@@ -10,6 +10,8 @@ with each of them.
 """
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -151,3 +153,19 @@ def test_a_type_checking_import_counts() -> None:
 
 def test_metrics_reads_dependencies_without_the_services_bag() -> None:
     assert "messenger.services" not in import_graph()["messenger.metrics"]
+
+
+def test_the_serving_process_does_not_load_the_migration_tools() -> None:
+    """alembic and SQLAlchemy take about 20 MB of resident memory; only the jobs use them."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, messenger.cli, messenger.app, messenger.relay;"
+            " print(sorted({'alembic', 'sqlalchemy'} & set(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
