@@ -4,7 +4,8 @@ import random
 
 
 class Backoff:
-    """Capped exponential backoff with full jitter."""
+    """Capped exponential backoff with equal jitter: a delay between half the ceiling and all
+    of it, so retries spread out and none comes straight back."""
 
     def __init__(self, initial: float, cap: float) -> None:
         self.initial = initial

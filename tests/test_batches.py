@@ -34,6 +34,13 @@ async def new_conversation(pool: asyncpg.Pool, first: int, second: int) -> int:
     return int(created.id)
 
 
+@pytest.fixture
+async def pair(pool: asyncpg.Pool) -> tuple[int, int, int]:
+    """Alice, Bob, and their conversation."""
+    alice, bob = await factories.users(pool, "Alice", "Bob")
+    return alice, bob, await new_conversation(pool, alice, bob)
+
+
 async def check_stored(
     pool: asyncpg.Pool, conversation: int, members: list[int], answers: list[object]
 ) -> None:
@@ -149,10 +156,9 @@ async def test_any_mix_of_senders_keys_and_arrivals_stores_each_send_once_withou
 
 
 async def test_sends_in_line_give_up_after_the_acquire_timeout_and_store_nothing(
-    settings: Settings, pool: asyncpg.Pool
+    settings: Settings, pool: asyncpg.Pool, pair: tuple[int, int, int]
 ) -> None:
-    alice, bob = await factories.users(pool, "Alice", "Bob")
-    conversation = await new_conversation(pool, alice, bob)
+    alice, _bob, conversation = pair
 
     async with service_pool(settings, pg_acquire_timeout=0.5, pg_lock_timeout=1.0) as service:
         async with locked(pool, str(conversation)):
@@ -180,10 +186,9 @@ async def test_sends_in_line_give_up_after_the_acquire_timeout_and_store_nothing
 
 
 async def test_a_send_cancelled_in_line_leaves_and_the_others_are_sent(
-    settings: Settings, pool: asyncpg.Pool
+    settings: Settings, pool: asyncpg.Pool, pair: tuple[int, int, int]
 ) -> None:
-    alice, bob = await factories.users(pool, "Alice", "Bob")
-    conversation = await new_conversation(pool, alice, bob)
+    alice, bob, conversation = pair
 
     async with service_pool(settings) as service:
         async with locked(pool, str(conversation)):
@@ -212,10 +217,9 @@ async def test_a_send_cancelled_in_line_leaves_and_the_others_are_sent(
 
 
 async def test_a_cancelled_statement_fails_the_sends_it_carried_as_unavailable(
-    settings: Settings, pool: asyncpg.Pool
+    settings: Settings, pool: asyncpg.Pool, pair: tuple[int, int, int]
 ) -> None:
-    alice, bob = await factories.users(pool, "Alice", "Bob")
-    conversation = await new_conversation(pool, alice, bob)
+    _alice, bob, conversation = pair
 
     async with service_pool(settings) as service:
         async with locked(pool, str(conversation)):

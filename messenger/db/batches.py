@@ -18,6 +18,7 @@ taken, its statement's timeouts bound it.
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -34,19 +35,15 @@ class BatchAbandoned(ConnectionError):
     """The statement carrying a send was cancelled: it may or may not have been stored."""
 
 
+@dataclass(slots=True)
 class _Send:
-    __slots__ = ("answer", "content", "deadline", "in_line", "key", "key_ttl", "sender")
-
-    def __init__(
-        self, sender: int, content: str, key: str | None, key_ttl: float, deadline: float
-    ) -> None:
-        self.sender = sender
-        self.content = content
-        self.key = key
-        self.key_ttl = key_ttl
-        self.deadline = deadline
-        self.in_line = False
-        self.answer: asyncio.Future[object] | None = None
+    sender: int
+    content: str
+    key: str | None
+    key_ttl: float
+    deadline: float
+    in_line: bool = False
+    answer: "asyncio.Future[object] | None" = None
 
 
 class _Line:
