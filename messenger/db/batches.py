@@ -132,7 +132,7 @@ async def _carry(pool: Pool, channel_id: int, line: _Line, send: _Send) -> async
     """Holding a statement slot: send this send and everyone in line then; pass the slot on."""
     try:
         timeout = max(0.0, send.deadline - asyncio.get_running_loop().time())
-        async with pool.acquire(conversation=channel_id, timeout=timeout) as conn:
+        async with pool.acquire(timeout=timeout) as conn:
             batch = _take(line, send)
             try:
                 answers = await send_messages(

@@ -101,12 +101,8 @@ class Pool(asyncpg.Pool):
     included; after that it raises PoolBusy. A connection that broke during the block is
     closed instead of going back to the pool.
 
-    `acquire(conversation=id)` first waits in that conversation's own line, which holds at
-    most three quarters of the connections: sends of one conversation queue for its counter
-    row anyway, and a conversation whose row is locked (or just very busy) must not take
-    every connection from everybody else. (Half was measured to cost a single busy
-    conversation about a quarter of its sends per second on a loaded machine: fewer
-    statements in flight leave gaps in the row's queue.)
+    A conversation's sends hold at most two connections at a time (db.batches), so one whose
+    counter row is locked (or just very busy) never takes every connection from the others.
     """
 
     def __init__(self, *, acquire_timeout: float, **kwargs: Any) -> None:
@@ -114,15 +110,11 @@ class Pool(asyncpg.Pool):
         self.gate = Gate(self.get_max_size())  # first come, first served
         self.acquire_timeout = acquire_timeout
         self.busy_count = 0  # acquires that ran out of time, for /metrics
-        self.conversation_share = max(1, self.get_max_size() - self.get_max_size() // 4)
-        self.lines: dict[int, Gate] = {}  # conversations with a send under way, and their line
         self.send_lines: dict[int, Any] = {}  # conversations gathering sends (db.batches)
 
-    def acquire(
-        self, *, timeout: float | None = None, conversation: int | None = None
-    ) -> "_AcquireContext":
+    def acquire(self, *, timeout: float | None = None) -> "_AcquireContext":
         timeout = self.acquire_timeout if timeout is None else timeout
-        return _BoundedAcquire(self, timeout, conversation)
+        return _BoundedAcquire(self, timeout)
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109  # asyncpg's signature
         """Give a connection back in place when nothing about it can make the release wait.
@@ -167,36 +159,27 @@ else:  # not subscriptable at run time
 
 
 class _BoundedAcquire(_AcquireContext):
-    __slots__ = ("conversation", "entered")
+    __slots__ = ("in_line",)
 
-    def __init__(self, pool: Pool, timeout: float, conversation: int | None) -> None:
+    def __init__(self, pool: Pool, timeout: float) -> None:
         super().__init__(pool, timeout)
-        self.conversation = conversation
-        self.entered: list[Gate] = []
+        self.in_line = False  # holds a place at the pool's gate
 
     async def __aenter__(self) -> "PoolConnectionProxy[asyncpg.Record]":
         pool = self.pool
         assert isinstance(pool, Pool)
         try:
             async with asyncio.timeout(self.timeout):
-                self.timeout = None  # the whole wait is bounded here, the lines included
-                if self.conversation is not None:
-                    line = pool.lines.get(self.conversation)
-                    if line is None:
-                        line = pool.lines[self.conversation] = Gate(pool.conversation_share)
-                    await self._enter(line)
-                await self._enter(pool.gate)
+                self.timeout = None  # the whole wait is bounded here, the gate included
+                await pool.gate.enter()
+                self.in_line = True
                 return await super().__aenter__()
         except BaseException as error:
-            self._leave_lines()
+            self._leave_gate()
             if isinstance(error, TimeoutError):
                 pool.busy_count += 1
                 raise PoolBusy(f"no database connection within {pool.acquire_timeout:g}s") from None
             raise
-
-    async def _enter(self, line: Gate) -> None:
-        await line.enter()
-        self.entered.append(line)
 
     async def __aexit__(self, *exc_info: object) -> None:
         exc = exc_info[1] if len(exc_info) > 1 else None
@@ -212,16 +195,14 @@ class _BoundedAcquire(_AcquireContext):
                 # the client gets its answer; asyncpg has already closed the connection.
                 logger.warning("releasing a database connection failed: %r", error)
         finally:
-            self._leave_lines()
+            self._leave_gate()
 
-    def _leave_lines(self) -> None:
-        pool = self.pool
-        assert isinstance(pool, Pool)
-        while self.entered:
-            line = self.entered.pop()
-            line.leave()
-            if line is not pool.gate and line.in_use == 0 and self.conversation is not None:
-                del pool.lines[self.conversation]  # nobody holds or waits: forget it
+    def _leave_gate(self) -> None:
+        if self.in_line:
+            self.in_line = False
+            pool = self.pool
+            assert isinstance(pool, Pool)
+            pool.gate.leave()
 
     def __await__(self) -> Generator[Any, None, "PoolConnectionProxy[asyncpg.Record]"]:
         # A bare `await pool.acquire()` could not give its place in line back on release.
