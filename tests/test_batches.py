@@ -251,3 +251,33 @@ async def test_a_cancelled_statement_fails_the_sends_it_carried_as_unavailable(
     assert [type(outcome) for outcome in outcomes[1:]] == [batches.BatchAbandoned] * 2
     assert isinstance(outcomes[1], db.UNAVAILABLE_ERRORS)
     assert await pool.fetchval("SELECT array_agg(content) FROM messages") == ["alone"]
+
+
+async def test_a_burst_of_large_messages_goes_in_several_statements(
+    settings: Settings, pool: asyncpg.Pool, pair: tuple[int, int, int]
+) -> None:
+    """A statement that fails takes its sends with it: it carries BATCH_CHARS at most."""
+    alice, bob, conversation = pair
+    large = "x" * (batches.BATCH_CHARS // 2 + 1)
+
+    async with service_pool(settings) as service:
+        async with locked(pool, str(conversation)):
+            first = [
+                asyncio.ensure_future(db.send_message(service, conversation, bob, "small"))
+                for _ in range(batches.IN_FLIGHT)
+            ]
+            await wait_for_lock_waiters(pool, settings.pgdatabase, batches.IN_FLIGHT)
+            burst = [
+                asyncio.ensure_future(db.send_message(service, conversation, alice, large))
+                for _ in range(4)
+            ]
+            await asyncio.sleep(0.05)
+        answers = await asyncio.gather(*first, *burst)
+
+    await check_stored(pool, conversation, [alice, bob], list(answers))
+    statements = await pool.fetchval(
+        "SELECT count(DISTINCT xmin::text) FROM messages WHERE channel_id = $1 AND user_id = $2",
+        conversation,
+        alice,
+    )
+    assert statements == 4

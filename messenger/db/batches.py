@@ -27,6 +27,9 @@ from messenger.db.pool import Connection, Pool, PoolBusy
 
 IN_FLIGHT = 2  # statements of one conversation under way: one committing, one at the row
 BATCH_MAX = 500  # sends in one statement at most
+# Characters of content in one statement at most (the first send aside): a statement that
+# fails takes all its sends with it, so a burst of large messages goes in several.
+BATCH_CHARS = 1_000_000
 
 _LEAD = object()  # a send's answer that hands it a statement slot: it carries the line next
 
@@ -157,17 +160,23 @@ async def _carry(pool: Pool, channel_id: int, line: _Line, send: _Send) -> async
 
 
 def _take(line: _Line, send: _Send) -> list[_Send]:
-    """`send` and the sends in line, up to BATCH_MAX; a sender's key already taken stays."""
+    """`send` and the sends in line, in order, up to BATCH_MAX sends and BATCH_CHARS of
+    content; a sender's key already taken stays in line."""
     batch = [send]
     keys = {(send.sender, send.key)}
     staying: list[_Send] = []
+    chars = len(send.content)
     while line.waiting and len(batch) < BATCH_MAX:
-        other = line.waiting.popleft()
+        other = line.waiting[0]
+        if chars + len(other.content) > BATCH_CHARS:
+            break
+        line.waiting.popleft()
         if other.key is not None and (other.sender, other.key) in keys:
             staying.append(other)
             continue
         keys.add((other.sender, other.key))
         other.in_line = False
+        chars += len(other.content)
         batch.append(other)
     line.waiting.extendleft(reversed(staying))
     return batch
