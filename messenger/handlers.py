@@ -50,8 +50,13 @@ def _path_id(request: Request, name: str) -> int:
     return value
 
 
+def _query_parameter(request: Request, name: str) -> str | None:
+    # Without a query string, nothing to parse (a read of the first page has none).
+    return request.query_params.get(name) if request.scope["query_string"] else None
+
+
 def _query_integer(request: Request, name: str, *, minimum: int) -> int | None:
-    raw = request.query_params.get(name) if request.scope["query_string"] else None
+    raw = _query_parameter(request, name)
     if raw is None:
         return None
     value = integer(raw, minimum=minimum)
@@ -61,7 +66,7 @@ def _query_integer(request: Request, name: str, *, minimum: int) -> int | None:
 
 
 def _query_flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name) if request.scope["query_string"] else None
+    raw = _query_parameter(request, name)
     if raw is None or raw == "false":
         return False
     if raw == "true":

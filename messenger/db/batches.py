@@ -11,9 +11,9 @@ arrived during the last one, and a quiet one still sends each message at once, a
 Each send gets its own answer: its message, None when its sender is no member (or a send
 racing it with its Idempotency-Key stored first), or the error of the statement that carried
 it. A statement never carries one sender's key twice: the later send waits for the next one,
-which finds the key stored and replays its answer. The waits stay bounded: a send waits in line and
-for a connection PG_ACQUIRE_TIMEOUT in all (then PoolBusy, as any request would), and once
-taken, its statement's timeouts bound it.
+which finds the key stored and replays its answer. The waits stay bounded: a send waits in
+line and for a connection PG_ACQUIRE_TIMEOUT in all (then PoolBusy, as any request would),
+and once taken, its statement's timeouts bound it.
 """
 
 import asyncio
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from messenger.db.messages import send_messages
-from messenger.db.pool import Connection, Pool, PoolBusy
+from messenger.db.pool import Connection, Pool
 
 IN_FLIGHT = 2  # statements of one conversation under way: one committing, one at the row
 BATCH_MAX = 500  # sends in one statement at most
@@ -125,10 +125,7 @@ def _expire(pool: Pool, line: _Line, send: _Send) -> None:
     if send.in_line and send.answer is not None and not send.answer.done():
         send.in_line = False
         line.waiting.remove(send)
-        pool.busy_count += 1
-        send.answer.set_exception(
-            PoolBusy(f"no database connection within {pool.acquire_timeout:g}s")
-        )
+        send.answer.set_exception(pool.ran_out())
 
 
 async def _carry(pool: Pool, channel_id: int, line: _Line, send: _Send) -> asyncpg.Record | None:

@@ -10,7 +10,13 @@ from messenger.db.pool import Executor
 
 
 def write_feed(
-    *, members: str, after: str, event: str, source: str, count: str = "1", seq: str = ""
+    *,
+    members: str,
+    after: str,
+    event: str,
+    source: str,
+    count: str = "1",
+    seq: str = "positions.feed_seq",
 ) -> str:
     """CTEs that give each member `count` events at the next positions of their feed.
 
@@ -24,7 +30,6 @@ def write_feed(
     positions become visible in order. `fed` returns the ids of the users whose streams to
     wake.
     """
-    seq = seq or "positions.feed_seq"
     return f"""
 readers AS (
     SELECT u.id FROM users u

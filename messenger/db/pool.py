@@ -112,6 +112,11 @@ class Pool(asyncpg.Pool):
         self.busy_count = 0  # acquires that ran out of time, for /metrics
         self.send_lines: dict[int, Any] = {}  # conversations gathering sends (db.batches)
 
+    def ran_out(self) -> PoolBusy:
+        """Count a wait for a connection that ran out of time, and the error that says so."""
+        self.busy_count += 1
+        return PoolBusy(f"no database connection within {self.acquire_timeout:g}s")
+
     def acquire(self, *, timeout: float | None = None) -> "_AcquireContext":
         timeout = self.acquire_timeout if timeout is None else timeout
         return _BoundedAcquire(self, timeout)
@@ -177,8 +182,7 @@ class _BoundedAcquire(_AcquireContext):
         except BaseException as error:
             self._leave_gate()
             if isinstance(error, TimeoutError):
-                pool.busy_count += 1
-                raise PoolBusy(f"no database connection within {pool.acquire_timeout:g}s") from None
+                raise pool.ran_out() from None
             raise
 
     async def __aexit__(self, *exc_info: object) -> None:
